@@ -1,0 +1,4 @@
+//! voxq shared library.
+
+pub mod audio;
+pub mod domain;
