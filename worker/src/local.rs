@@ -1,0 +1,187 @@
+//! Local mode: transcribe files and directories on disk with no services. Decoding runs
+//! on its own thread, ahead of inference; `workers` inference threads (one per model
+//! replica) take batches as they are ready; results are emitted in input order.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
+use std::thread;
+
+use shared::audio::{Audio, DecodeError};
+use shared::domain::Transcript;
+
+use crate::stage::decode::DecodeStage;
+use crate::stage::transcribe::TranscribeStage;
+
+/// File endings picked up when a directory is given.
+const AUDIO_EXTENSIONS: &[&str] = &[
+    "ogg", "oga", "opus", "webm", "weba", "mka", "mkv", "m4a", "mp4", "aac", "mp3", "flac", "wav",
+    "wave", "caf",
+];
+
+/// Why one file produced no transcript: a stable code and a readable message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileError {
+    pub code: String,
+    pub message: String,
+}
+
+/// The outcome for one input file.
+#[derive(Debug, Clone)]
+pub struct FileOutcome {
+    pub file: PathBuf,
+    pub result: Result<Transcript, FileError>,
+}
+
+/// How the local runner spreads work.
+#[derive(Debug, Clone, Copy)]
+pub struct Parallelism {
+    /// Recordings per model call.
+    pub batch_size: usize,
+    /// Inference threads (use as many as the engine has replicas).
+    pub workers: usize,
+}
+
+/// Expands the given paths: files as given, directories recursively (audio endings
+/// only, sorted). A missing path is kept, so that it fails as its own file.
+pub fn expand_inputs(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found = Vec::new();
+            collect_dir(p, &mut found);
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_dir(&path, out);
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            out.push(path);
+        }
+    }
+}
+
+type Decoded = (usize, PathBuf, Result<Audio, DecodeError>);
+
+/// Transcribes `files`, calling `emit` once per file, in input order.
+pub fn transcribe_files(
+    files: &[PathBuf],
+    decode: &DecodeStage,
+    transcribe: &TranscribeStage,
+    parallelism: Parallelism,
+    mut emit: impl FnMut(FileOutcome),
+) {
+    let batch_size = parallelism.batch_size.max(1);
+    let workers = parallelism.workers.max(1);
+    let (decoded_tx, decoded_rx) = mpsc::sync_channel::<Decoded>(batch_size * (workers + 1));
+    let decoded_rx = Mutex::new(decoded_rx);
+    let (done_tx, done_rx) = mpsc::channel::<(usize, FileOutcome)>();
+    thread::scope(|scope| {
+        scope.spawn(move || {
+            for (i, f) in files.iter().enumerate() {
+                if decoded_tx.send((i, f.clone(), decode.run(f))).is_err() {
+                    return;
+                }
+            }
+        });
+        for _ in 0..workers {
+            let done_tx = done_tx.clone();
+            let decoded_rx = &decoded_rx;
+            scope.spawn(move || loop {
+                let (batch, finished) = next_batch(decoded_rx, batch_size);
+                for outcome in process(batch, transcribe) {
+                    if done_tx.send(outcome).is_err() {
+                        return;
+                    }
+                }
+                if finished {
+                    return;
+                }
+            });
+        }
+        drop(done_tx);
+        // Re-order: workers finish batches out of order.
+        let mut waiting = BTreeMap::new();
+        let mut next = 0;
+        for (i, outcome) in done_rx {
+            waiting.insert(i, outcome);
+            while let Some(o) = waiting.remove(&next) {
+                emit(o);
+                next += 1;
+            }
+        }
+    });
+}
+
+/// Takes decoded files until `batch_size` of them decoded successfully (failures ride
+/// along) or the input is exhausted. Holding the lock while filling keeps batches full.
+fn next_batch(rx: &Mutex<mpsc::Receiver<Decoded>>, batch_size: usize) -> (Vec<Decoded>, bool) {
+    let mut batch = Vec::new();
+    let Ok(rx) = rx.lock() else {
+        return (batch, true);
+    };
+    loop {
+        if batch.iter().filter(|(_, _, r)| r.is_ok()).count() >= batch_size {
+            return (batch, false);
+        }
+        match rx.recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => return (batch, true),
+        }
+    }
+}
+
+fn process(batch: Vec<Decoded>, transcribe: &TranscribeStage) -> Vec<(usize, FileOutcome)> {
+    let audios: Vec<&Audio> = batch
+        .iter()
+        .filter_map(|(_, _, r)| r.as_ref().ok())
+        .collect();
+    let transcripts = if audios.is_empty() {
+        Vec::new()
+    } else {
+        transcribe.run_batch(&audios)
+    };
+    let mut transcripts = transcripts.into_iter();
+    batch
+        .into_iter()
+        .map(|(i, file, decoded)| {
+            let result = match decoded {
+                Err(e) => Err(FileError {
+                    code: e.code().to_string(),
+                    message: e.to_string(),
+                }),
+                Ok(_) => match transcripts.next() {
+                    Some(Ok(t)) => Ok(t),
+                    Some(Err(e)) => Err(FileError {
+                        code: e.code().to_string(),
+                        message: format!("{e:#}"),
+                    }),
+                    None => Err(FileError {
+                        code: "inference-failed".into(),
+                        message: "no transcript returned".into(),
+                    }),
+                },
+            };
+            if let Err(e) = &result {
+                tracing::warn!(file = %file.display(), code = %e.code, "{}", e.message);
+            }
+            (i, FileOutcome { file, result })
+        })
+        .collect()
+}

@@ -1,0 +1,167 @@
+//! Local Whisper transcription on CTranslate2 (through `ct2rs`'s low-level
+//! `sys::Whisper`), reproducing faster-whisper's `transcribe()`: the same features,
+//! prompts, 30-second windows with timestamp seeking, temperature fallback and
+//! no-speech rules, so transcripts match the reference implementation.
+//!
+//! What is ours rather than faster-whisper's: recordings with no speech energy skip
+//! the model ([`gate`]), and the first windows of several recordings are encoded and
+//! decoded in one batch ([`WhisperEngine::transcribe_batch`]).
+
+mod decoding;
+mod gate;
+mod mel;
+mod options;
+mod tokenizer;
+
+use std::path::{Path, PathBuf};
+
+use ct2rs::sys::{ComputeType, Config, Device, Whisper};
+
+use self::mel::MelFrontEnd;
+pub use self::options::{DecodeOptions, EngineConfig};
+use self::tokenizer::Tokenizer;
+
+/// Errors of the local engine. Each has a stable code for users.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot read '{path}'")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("model directory is not usable: {detail}")]
+    Model { detail: String },
+    #[error("inference failed: {detail}")]
+    Inference { detail: String },
+    #[error("language '{code}' is not supported by this model")]
+    UnsupportedLanguage { code: String },
+    #[error("compute type '{value}' is not supported")]
+    ComputeType { value: String },
+}
+
+impl EngineError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "io-error",
+            Self::Model { .. } => "model-error",
+            Self::Inference { .. } => "inference-failed",
+            Self::UnsupportedLanguage { .. } => "unsupported-language",
+            Self::ComputeType { .. } => "invalid-config",
+        }
+    }
+
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn inference(e: impl std::fmt::Display) -> Self {
+        Self::Inference {
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// Whisper log-mel features of 16 kHz samples, mel-major (`[n_mels][n_frames]`), as the
+/// engine computes them; for diagnostics and parity checks against other front ends.
+pub fn log_mel_features(samples: &[f32], n_mels: usize) -> (Vec<f32>, usize) {
+    let mel = MelFrontEnd::new(n_mels).compute(samples);
+    let n_frames = mel.n_frames;
+    (mel.into_data(), n_frames)
+}
+
+/// A loaded Whisper model with everything needed to turn 16 kHz samples into text.
+pub struct WhisperEngine {
+    model: Whisper,
+    tokenizer: Tokenizer,
+    frontend: MelFrontEnd,
+    suppress_tokens: Vec<i32>,
+    multilingual: bool,
+    batch_size: usize,
+}
+
+impl WhisperEngine {
+    /// Loads any faster-whisper model directory (tiny to large-v3, `.en` or multilingual).
+    pub fn load(model_dir: &Path, config: &EngineConfig) -> Result<Self, EngineError> {
+        for file in ["model.bin", "config.json", "tokenizer.json"] {
+            if !model_dir.join(file).is_file() {
+                return Err(EngineError::Model {
+                    detail: format!(
+                        "'{}' has no {file} (run scripts/fetch-model.sh)",
+                        model_dir.display()
+                    ),
+                });
+            }
+        }
+        let compute_type = match config.compute_type.as_str() {
+            "int8" => ComputeType::INT8,
+            "int8_float32" => ComputeType::INT8_FLOAT32,
+            "float32" => ComputeType::FLOAT32,
+            "int16" => ComputeType::INT16,
+            "default" => ComputeType::DEFAULT,
+            "auto" => ComputeType::AUTO,
+            other => {
+                return Err(EngineError::ComputeType {
+                    value: other.to_string(),
+                })
+            }
+        };
+        let ct2_config = Config {
+            device: Device::CPU,
+            compute_type,
+            num_threads_per_replica: config.threads,
+            // One entry per replica: CTranslate2 places a replica per listed device.
+            device_indices: vec![0; config.replicas.max(1)],
+            ..Config::default()
+        };
+        let model = Whisper::new(model_dir, ct2_config).map_err(|e| EngineError::Model {
+            detail: format!("{e:#}"),
+        })?;
+        let tokenizer = Tokenizer::load(model_dir)?;
+        let frontend = MelFrontEnd::new(model.n_mels());
+        let suppress_tokens = tokenizer.default_suppress_tokens();
+        let multilingual = model.is_multilingual();
+        Ok(Self {
+            model,
+            tokenizer,
+            frontend,
+            suppress_tokens,
+            multilingual,
+            batch_size: config.batch_size.max(1),
+        })
+    }
+
+    pub fn is_multilingual(&self) -> bool {
+        self.multilingual
+    }
+
+    /// Transcribes one recording of 16 kHz mono samples.
+    pub fn transcribe(
+        &self,
+        samples: &[f32],
+        options: &DecodeOptions,
+    ) -> Result<shared::domain::Transcript, EngineError> {
+        self.transcribe_batch(&[samples], options)
+            .pop()
+            .unwrap_or_else(|| Err(EngineError::inference("no result for the recording")))
+    }
+
+    /// Transcribes several recordings, one result per input in the same order. The
+    /// first 30-second window of up to `batch_size` recordings is encoded and decoded
+    /// in one CTranslate2 call; later windows of long recordings follow one by one,
+    /// because their prompts (previous text) differ in length.
+    pub fn transcribe_batch(
+        &self,
+        inputs: &[&[f32]],
+        options: &DecodeOptions,
+    ) -> Vec<Result<shared::domain::Transcript, EngineError>> {
+        let mut out = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(self.batch_size) {
+            out.extend(decoding::run(self, chunk, options));
+        }
+        out
+    }
+}
