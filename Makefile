@@ -1,0 +1,43 @@
+# voxq developer entry points. `make test` is what CI runs; `make demo` shows the engine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+# The CTranslate2 build takes ~15 min cold: keep the target dir outside the clone so
+# every clone, CI run and session reuses it. Only the dev profile is used
+# (it is optimised): --release would build CTranslate2 a second time.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/voxq-target
+export CMAKE_PARALLEL ?= $(shell nproc)
+MODEL_DIR ?= models/whisper-tiny.en
+export VOXQ_MODEL_DIR ?= $(CURDIR)/$(MODEL_DIR)
+WORKER := $(CARGO_TARGET_DIR)/debug/voxq-worker
+
+.PHONY: deps model build lint test demo bench fixtures clean-cache
+
+deps:
+	scripts/install-deps.sh
+	scripts/fetch-onednn.sh
+
+model:
+	scripts/fetch-model.sh $(MODEL_DIR)
+
+build: deps
+	cargo build --workspace --all-targets
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test: deps model lint
+	cargo test --workspace
+
+demo: deps model
+	cargo build -p voxq-worker
+	$(WORKER) transcribe --format table fixtures/voice fixtures/edge
+
+# Reference transcripts and the speed/parity benchmark against faster-whisper.
+bench: deps model
+	cargo build -p voxq-worker
+	bench/run.sh
+
+fixtures:
+	scripts/make-fixtures.sh

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Speed and parity benchmark: voxq-worker vs faster-whisper (PyPI) on the fixture voice
+# notes, measured in the same run on the same machine.
+#
+#   bench/run.sh [ROUNDS]        (default 3 rounds; the best of each side is compared)
+#
+# 1. Throughput: both transcribe all of fixtures/voice in one process each, model load
+#    and start-up included, same model dir, int8, same thread count. Ratio > 1 means
+#    voxq is faster.
+# 2. Parity: transcripts compared word for word with faster-whisper's, and WER of both
+#    against the spoken text (bench/compare.py).
+# 3. Decode + resample to 16 kHz mono, × realtime per format, against ffmpeg.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/voxq-target}"
+model=${VOXQ_MODEL_DIR:-models/whisper-tiny.en}
+threads=${BENCH_THREADS:-$(nproc)}
+worker="$CARGO_TARGET_DIR/debug/voxq-worker"
+venv="$HOME/.cache/voxq-bench-venv"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import faster_whisper" 2>/dev/null; then
+  echo "installing faster-whisper into $venv (benchmarks only)" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet faster-whisper
+fi
+[ -x "$worker" ] || cargo build -p voxq-worker
+files=(fixtures/voice/*.ogg fixtures/voice/*.opus fixtures/voice/*.webm fixtures/voice/*.m4a fixtures/voice/*.mp3 fixtures/voice/*.flac fixtures/voice/*.wav)
+audio_s=$(python3 - "${files[@]}" <<'PY'
+import subprocess, sys
+total = 0.0
+for f in sys.argv[1:]:
+    total += float(subprocess.check_output(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", f]))
+print(f"{total:.2f}")
+PY
+)
+echo "== throughput: ${#files[@]} voice notes, ${audio_s} s of audio, $threads threads, $rounds rounds"
+best_fw=999999; best_vx=999999
+for r in $(seq "$rounds"); do
+  t0=$(date +%s.%N)
+  "$venv/bin/python" bench/fw_transcribe.py --model-dir "$model" --threads "$threads" "${files[@]}" > "$out/fw.jsonl" 2>/dev/null
+  t1=$(date +%s.%N)
+  "$worker" transcribe --model-dir "$model" --threads "$threads" --format jsonl "${files[@]}" > "$out/voxq.jsonl"
+  t2=$(date +%s.%N)
+  fw=$(echo "$t1 - $t0" | bc -l); vx=$(echo "$t2 - $t1" | bc -l)
+  printf "round %d: faster-whisper %.2f s, voxq %.2f s\n" "$r" "$fw" "$vx"
+  best_fw=$(echo "if ($fw < $best_fw) $fw else $best_fw" | bc -l)
+  best_vx=$(echo "if ($vx < $best_vx) $vx else $best_vx" | bc -l)
+done
+printf "best: faster-whisper %.2f s (%.1fx realtime), voxq %.2f s (%.1fx realtime)\n" \
+  "$best_fw" "$(echo "$audio_s / $best_fw" | bc -l)" "$best_vx" "$(echo "$audio_s / $best_vx" | bc -l)"
+printf "THROUGHPUT RATIO voxq/faster-whisper: %.2fx (required >= 1.0, goal >= 1.3)\n" "$(echo "$best_fw / $best_vx" | bc -l)"
+
+echo "== parity (this run's faster-whisper output vs voxq)"
+python3 bench/compare.py fixtures/voice/transcripts.tsv "$out/fw.jsonl" "$out/voxq.jsonl" || true
+
+echo "== decode + resample to 16 kHz mono (x realtime, best of 5)"
+"$worker" decode --repeat 5 "${files[@]}" > "$out/decode.jsonl" || true
+python3 - "$out/decode.jsonl" <<'PY'
+import json, subprocess, sys, time, os
+rows = {}
+for line in open(sys.argv[1]):
+    o = json.loads(line)
+    if o.get("error"):
+        print("decode error:", o); continue
+    ext = os.path.splitext(o["file"])[1].lstrip(".")
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        subprocess.run(["ffmpeg", "-v", "error", "-threads", "1", "-i", o["file"], "-ac", "1", "-ar", "16000", "-f", "f32le", "-"],
+                       stdout=subprocess.DEVNULL, check=True)
+        best = min(best, time.perf_counter() - t)
+    r = rows.setdefault(ext, [0.0, 0.0, 0.0])
+    r[0] += o["duration_s"]; r[1] += o["seconds"]; r[2] += best
+print(f"{'format':6} {'audio_s':>8} {'voxq_xRT':>9} {'ffmpeg_xRT':>11} {'ratio':>6}")
+for ext, (dur, vx, ff) in sorted(rows.items()):
+    print(f"{ext:6} {dur:8.1f} {dur / vx:9.0f} {dur / ff:11.0f} {ff / vx:6.2f}")
+print("(ffmpeg timings include its process start-up, as a pipeline calling it would pay)")
+PY

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages voxq needs to build and test, if any are missing:
+# cmake and a C/C++ compiler (CTranslate2, oneDNN, libopus), pkg-config, and the
+# fixture tools espeak-ng, sox and ffmpeg. Runs `apt-get update` once first.
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have cmake || need+=(cmake)
+have g++ || need+=(g++)
+have cc || need+=(gcc)
+have make || need+=(make)
+have pkg-config || need+=(pkg-config)
+have ffmpeg || need+=(ffmpeg)
+have ffprobe || need+=(ffmpeg)
+have sox || need+=(sox)
+have bc || need+=(bc)
+have espeak-ng || need+=(espeak-ng)
+have python3 || need+=(python3 python3-pip)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+have cargo || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
