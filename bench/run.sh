@@ -4,9 +4,9 @@
 #
 #   bench/run.sh [ROUNDS]        (default 3 rounds; the best of each side is compared)
 #
-# 1. Throughput: both transcribe all of fixtures/voice in one process each, model load
-#    and start-up included, same model dir, int8, same thread count. Ratio > 1 means
-#    voxq is faster.
+# 1. Throughput: both transcribe the fixtures in one process each, model load and
+#    start-up included, same model dir, int8, all cores; first the speech notes
+#    (fixtures/voice), then the whole set with the edge cases. Ratio > 1: voxq is faster.
 # 2. Parity: transcripts compared word for word with faster-whisper's, and WER of both
 #    against the spoken text (bench/compare.py).
 # 3. Decode + resample to 16 kHz mono, × realtime per format, against ffmpeg.
@@ -27,8 +27,15 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import faster_whisper
   "$venv/bin/pip" install --quiet faster-whisper
 fi
 [ -x "$worker" ] || cargo build -p voxq-worker
-files=(fixtures/voice/*.ogg fixtures/voice/*.opus fixtures/voice/*.webm fixtures/voice/*.m4a fixtures/voice/*.mp3 fixtures/voice/*.flac fixtures/voice/*.wav)
-audio_s=$(python3 - "${files[@]}" <<'PY'
+voice=(fixtures/voice/*.ogg fixtures/voice/*.opus fixtures/voice/*.webm fixtures/voice/*.m4a fixtures/voice/*.mp3 fixtures/voice/*.flac fixtures/voice/*.wav)
+edge=(fixtures/edge/*)
+
+# throughput NAME FILE...: best-of-$rounds wall time of each side over FILE..., one process
+# each (start-up and model load included); leaves the last outputs in $out/NAME.*.jsonl.
+throughput() {
+  local name=$1; shift
+  local audio_s
+  audio_s=$(python3 - "$@" <<'PY'
 import subprocess, sys
 total = 0.0
 for f in sys.argv[1:]:
@@ -36,28 +43,37 @@ for f in sys.argv[1:]:
 print(f"{total:.2f}")
 PY
 )
-echo "== throughput: ${#files[@]} voice notes, ${audio_s} s of audio, $threads threads, $rounds rounds"
-best_fw=999999; best_vx=999999
-for r in $(seq "$rounds"); do
-  t0=$(date +%s.%N)
-  "$venv/bin/python" bench/fw_transcribe.py --model-dir "$model" --threads "$threads" "${files[@]}" > "$out/fw.jsonl" 2>/dev/null
-  t1=$(date +%s.%N)
-  "$worker" transcribe --model-dir "$model" --threads "$threads" --format jsonl "${files[@]}" > "$out/voxq.jsonl"
-  t2=$(date +%s.%N)
-  fw=$(echo "$t1 - $t0" | bc -l); vx=$(echo "$t2 - $t1" | bc -l)
-  printf "round %d: faster-whisper %.2f s, voxq %.2f s\n" "$r" "$fw" "$vx"
-  best_fw=$(echo "if ($fw < $best_fw) $fw else $best_fw" | bc -l)
-  best_vx=$(echo "if ($vx < $best_vx) $vx else $best_vx" | bc -l)
-done
-printf "best: faster-whisper %.2f s (%.1fx realtime), voxq %.2f s (%.1fx realtime)\n" \
-  "$best_fw" "$(echo "$audio_s / $best_fw" | bc -l)" "$best_vx" "$(echo "$audio_s / $best_vx" | bc -l)"
-printf "THROUGHPUT RATIO voxq/faster-whisper: %.2fx (required >= 1.0, goal >= 1.3)\n" "$(echo "$best_fw / $best_vx" | bc -l)"
+  echo "== throughput [$name]: $# files, ${audio_s} s of audio, $(nproc) cores, $rounds rounds"
+  local best_fw=999999 best_vx=999999 t0 t1 t2 fw vx
+  for r in $(seq "$rounds"); do
+    t0=$(date +%s.%N)
+    "$venv/bin/python" bench/fw_transcribe.py --model-dir "$model" --threads "$threads" "$@" > "$out/$name.fw.jsonl" 2>/dev/null
+    t1=$(date +%s.%N)
+    "$worker" transcribe --model-dir "$model" --format jsonl "$@" > "$out/$name.voxq.jsonl"
+    t2=$(date +%s.%N)
+    fw=$(echo "$t1 - $t0" | bc -l); vx=$(echo "$t2 - $t1" | bc -l)
+    printf "round %d: faster-whisper %.2f s, voxq %.2f s\n" "$r" "$fw" "$vx"
+    best_fw=$(echo "if ($fw < $best_fw) $fw else $best_fw" | bc -l)
+    best_vx=$(echo "if ($vx < $best_vx) $vx else $best_vx" | bc -l)
+  done
+  printf "best: faster-whisper %.2f s (%.1fx realtime), voxq %.2f s (%.1fx realtime)\n" \
+    "$best_fw" "$(echo "$audio_s / $best_fw" | bc -l)" "$best_vx" "$(echo "$audio_s / $best_vx" | bc -l)"
+  printf "THROUGHPUT RATIO [%s] voxq/faster-whisper: %.2fx (required >= 1.0, goal >= 1.3)\n" \
+    "$name" "$(echo "$best_fw / $best_vx" | bc -l)"
+}
+
+# faster-whisper runs as it is used by default: one transcribe() after another, with
+# cpu_threads = all cores; voxq with its defaults (one single-threaded replica per core).
+throughput voice "${voice[@]}"
+# The whole fixture set: voice notes plus edge cases (silence, a 0.5 s clip, clipped,
+# noisy and quiet notes), as a stream of real voice messages contains them.
+throughput all "${voice[@]}" "${edge[@]}"
 
 echo "== parity (this run's faster-whisper output vs voxq)"
-python3 bench/compare.py fixtures/voice/transcripts.tsv "$out/fw.jsonl" "$out/voxq.jsonl" || true
+python3 bench/compare.py fixtures/voice/transcripts.tsv "$out/voice.fw.jsonl" "$out/voice.voxq.jsonl" || true
 
 echo "== decode + resample to 16 kHz mono (x realtime, best of 5)"
-"$worker" decode --repeat 5 "${files[@]}" > "$out/decode.jsonl" || true
+"$worker" decode --repeat 5 "${voice[@]}" > "$out/decode.jsonl" || true
 python3 - "$out/decode.jsonl" <<'PY'
 import json, subprocess, sys, time, os
 rows = {}

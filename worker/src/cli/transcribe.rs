@@ -27,15 +27,15 @@ pub struct Args {
     /// Language code (e.g. en, de); detected when omitted on multilingual models.
     #[arg(long)]
     language: Option<String>,
-    /// Inference threads (0: CTranslate2's default).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    /// Inference threads per worker [default: cores / workers].
+    #[arg(long)]
+    threads: Option<usize>,
     /// Recordings whose first window share one model call.
-    #[arg(long, default_value_t = 4)]
-    batch_size: usize,
-    /// Model replicas working in parallel, each with --threads threads.
     #[arg(long, default_value_t = 1)]
-    workers: usize,
+    batch_size: usize,
+    /// Model replicas transcribing in parallel (weights shared) [default: one per core, at most 8].
+    #[arg(long)]
+    workers: Option<usize>,
     /// CTranslate2 compute type (int8, int8_float32, float32, ...).
     #[arg(long, default_value = "int8")]
     compute_type: String,
@@ -52,10 +52,15 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let model_dir = args.model_dir.unwrap_or_else(super::default_model_dir);
+    // Measured on 2 cores with tiny.en: one single-threaded replica per core transcribes a
+    // batch of voice notes ~10% faster than one replica using both cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = args.workers.unwrap_or(cores.min(8)).max(1);
+    let threads = args.threads.unwrap_or((cores / workers).max(1));
     let config = EngineConfig {
         compute_type: args.compute_type,
-        threads: args.threads,
-        replicas: args.workers,
+        threads,
+        replicas: workers,
         batch_size: args.batch_size,
     };
     let options = DecodeOptions {

@@ -294,6 +294,9 @@ fn with_fallback(
         remaining = remaining.get(1..).unwrap_or(&[]);
     }
     for &t in remaining {
+        if !tried.is_empty() {
+            tracing::debug!(temperature = t, "decoding again at a higher temperature");
+        }
         let c = generate(
             engine,
             encoded,

@@ -24,7 +24,7 @@ impl Default for EngineConfig {
             compute_type: "int8".into(),
             threads: 0,
             replicas: 1,
-            batch_size: 4,
+            batch_size: 1,
         }
     }
 }
