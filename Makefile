@@ -28,7 +28,7 @@ lint: deps
 	cargo clippy --workspace --all-targets -- -D warnings
 
 test: deps model lint
-	cargo test --workspace
+	cargo test --workspace --all-targets
 
 demo: deps model
 	cargo build -p voxq-worker
