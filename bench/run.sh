@@ -8,7 +8,8 @@
 #    start-up included, same model dir, int8, all cores; first the speech notes
 #    (fixtures/voice), then the whole set with the edge cases. Ratio > 1: voxq is faster.
 # 2. Parity: transcripts compared word for word with faster-whisper's, and WER of both
-#    against the spoken text (bench/compare.py).
+#    against the spoken text (bench/compare.py); first the noise floor of that comparison:
+#    faster-whisper against itself when only its CPU kernels change (AVX vs AVX2).
 # 3. Decode + resample to 16 kHz mono, × realtime per format, against ffmpeg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +69,12 @@ throughput voice "${voice[@]}"
 # The whole fixture set: voice notes plus edge cases (silence, a 0.5 s clip, clipped,
 # noisy and quiet notes), as a stream of real voice messages contains them.
 throughput all "${voice[@]}" "${edge[@]}"
+
+echo "== noise floor: faster-whisper against itself, AVX kernels instead of AVX2 (same machine)"
+CT2_FORCE_CPU_ISA=AVX "$venv/bin/python" bench/fw_transcribe.py --model-dir "$model" --threads "$threads" \
+  "${voice[@]}" > "$out/voice.fw-avx.jsonl" 2>/dev/null
+python3 bench/compare.py fixtures/voice/transcripts.tsv "$out/voice.fw.jsonl" "$out/voice.fw-avx.jsonl" \
+  | grep -E "word-for-word" | sed 's/^/faster-whisper AVX2 vs AVX: /' || true
 
 echo "== parity (this run's faster-whisper output vs voxq)"
 python3 bench/compare.py fixtures/voice/transcripts.tsv "$out/voice.fw.jsonl" "$out/voice.voxq.jsonl" || true
