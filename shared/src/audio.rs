@@ -270,7 +270,8 @@ pub(crate) mod test_util {
         out.extend_from_slice(&1u16.to_le_bytes()); // WAVE_FORMAT_PCM
         out.extend_from_slice(&channels.to_le_bytes());
         out.extend_from_slice(&rate.to_le_bytes());
-        out.extend_from_slice(&(rate * u32::from(block_align)).to_le_bytes());
+        // Wrapping: hostile-header tests use rates whose byte rate overflows u32.
+        out.extend_from_slice(&rate.wrapping_mul(u32::from(block_align)).to_le_bytes());
         out.extend_from_slice(&block_align.to_le_bytes());
         out.extend_from_slice(&16u16.to_le_bytes());
         out.extend_from_slice(b"data");
@@ -406,6 +407,18 @@ mod tests {
         let bytes = b"hello, this is definitely not audio\n".repeat(100);
         let err = decode_bytes(bytes, Some("mp3"), &limits()).unwrap_err();
         assert_eq!(err.code(), "unrecognized-format", "{err:?}");
+    }
+
+    #[test]
+    fn a_hostile_sample_rate_fails_its_file_instead_of_exhausting_memory() {
+        // A prime rate near u32::MAX would make the resampler ask for ~34 GB buffers.
+        let bytes = wav_i16(4_294_967_291, 1, &[0, 1000, -1000, 0].repeat(200));
+        let err = decode_bytes(bytes, Some("wav"), &DecodeLimits::default())
+            .expect_err("refused");
+        assert!(
+            matches!(err.code(), "resample-failed" | "corrupt-audio" | "unrecognized-format"),
+            "{err}"
+        );
     }
 
     #[test]

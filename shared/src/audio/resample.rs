@@ -17,6 +17,10 @@ use super::{DecodeError, SAMPLE_RATE};
 /// thousand frames keeps the FFTs small and cache-friendly without much per-call overhead.
 const CHUNK_FRAMES: usize = 1024;
 
+/// Source rates accepted: every real audio rate (telephony 8 kHz to studio 384 kHz), with
+/// room either side.
+const SOURCE_RATES: std::ops::RangeInclusive<u32> = 1_000..=768_000;
+
 /// Resamples a whole mono clip from `source_rate` to [`SAMPLE_RATE`].
 ///
 /// The output holds `ceil(samples.len() * 16000 / source_rate)` samples and is time-aligned
@@ -57,9 +61,16 @@ struct Engine {
 
 impl StreamResampler {
     pub(crate) fn new(source_rate: u32) -> Result<Self, DecodeError> {
-        if source_rate == 0 {
+        // The rate comes from the file's header. rubato sizes its FFTs by
+        // rate / gcd(rate, 16000), so a hostile prime rate would ask for tens of GB and
+        // abort the process (an allocation failure is not a catchable panic).
+        if !SOURCE_RATES.contains(&source_rate) {
             return Err(DecodeError::Resample {
-                detail: "source sample rate is 0".to_owned(),
+                detail: format!(
+                    "sample rate {source_rate} Hz is outside {}..={} Hz",
+                    SOURCE_RATES.start(),
+                    SOURCE_RATES.end()
+                ),
             });
         }
         let engine = if source_rate == SAMPLE_RATE {
@@ -201,6 +212,18 @@ fn output_len(input_frames: u64, source_rate: u32) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn absurd_header_rates_are_refused_before_allocating() {
+        for rate in [0, 999, 4_294_967_291, 768_001] {
+            let err = super::StreamResampler::new(rate).err().expect("refused");
+            assert_eq!(err.code(), "resample-failed", "{rate}");
+            assert!(err.to_string().contains(&rate.to_string()), "{err}");
+        }
+        for rate in [8_000, 11_025, 22_050, 44_100, 48_000, 96_000, 192_000, 384_000] {
+            assert!(super::StreamResampler::new(rate).is_ok(), "{rate}");
+        }
+    }
+
     use super::super::test_util::zero_crossing_freq;
     use super::*;
 
