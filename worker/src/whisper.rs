@@ -58,6 +58,26 @@ impl EngineError {
         }
     }
 
+    /// The same error again, for another recording of a batch that failed as a whole
+    /// (an I/O cause is kept as text, since `io::Error` cannot be cloned).
+    fn replicate(&self) -> Self {
+        match self {
+            Self::Io { path, source } => Self::Inference {
+                detail: format!("cannot read '{}': {source}", path.display()),
+            },
+            Self::Model { detail } => Self::Model {
+                detail: detail.clone(),
+            },
+            Self::Inference { detail } => Self::Inference {
+                detail: detail.clone(),
+            },
+            Self::UnsupportedLanguage { code } => Self::UnsupportedLanguage { code: code.clone() },
+            Self::ComputeType { value } => Self::ComputeType {
+                value: value.clone(),
+            },
+        }
+    }
+
     fn inference(e: impl std::fmt::Display) -> Self {
         Self::Inference {
             detail: e.to_string(),

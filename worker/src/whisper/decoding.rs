@@ -43,6 +43,8 @@ struct FileState {
     /// `[sot]` or `[sot, language, transcribe]`.
     sot_sequence: Vec<usize>,
     language: String,
+    /// Set when this recording failed on its own inside a batch.
+    failed: Option<EngineError>,
 }
 
 impl FileState {
@@ -108,22 +110,23 @@ pub(super) fn run(
                 text: String::new(),
                 sot_sequence: vec![engine.tokenizer.sot],
                 language: fallback_language,
+                failed: None,
             },
         ));
     }
 
     if !states.is_empty() {
         if let Err(e) = first_windows(engine, &mut states, language.as_deref(), options) {
-            let detail = format!("{e:#}");
             for (i, _) in states.drain(..) {
-                results[i] = Some(Err(EngineError::Inference {
-                    detail: detail.clone(),
-                }));
+                results[i] = Some(Err(e.replicate()));
             }
         }
     }
     for (i, mut state) in states {
-        let outcome = later_windows(engine, &mut state, options).map(|()| state.finish());
+        let outcome = match state.failed.take() {
+            Some(e) => Err(e),
+            None => later_windows(engine, &mut state, options).map(|()| state.finish()),
+        };
         results[i] = Some(outcome);
     }
     results
@@ -188,17 +191,24 @@ fn first_windows(
     let prompts: Vec<Vec<usize>> = states.iter().map(|(_, s)| prompt(engine, s)).collect();
     let first_temperature = options.temperatures.first().copied().unwrap_or(0.0);
     let candidates = generate(engine, &encoded, &prompts, first_temperature, options)?;
+    let batch = states.len();
     for (((_, state), candidate), prompt) in states.iter_mut().zip(candidates).zip(prompts) {
-        let chosen = if candidate.needs_fallback {
+        let chosen = if !candidate.needs_fallback {
+            Ok(candidate)
+        } else if batch == 1 {
+            with_fallback(engine, &encoded, &prompt, options, Some(candidate))
+        } else {
             // Rare: re-encode this window alone and climb the temperature ladder.
             let mut single = Vec::with_capacity(n_mels * WINDOW_FRAMES);
             state.mel.window_into(0, state.segment_size(), &mut single);
-            let encoded = encode(engine, &mut single, 1)?;
-            with_fallback(engine, &encoded, &prompt, options, Some(candidate))?
-        } else {
-            candidate
+            encode(engine, &mut single, 1).and_then(|encoded| {
+                with_fallback(engine, &encoded, &prompt, options, Some(candidate))
+            })
         };
-        apply(engine, state, chosen, options);
+        match chosen {
+            Ok(c) => apply(engine, state, c, options),
+            Err(e) => state.failed = Some(e),
+        }
     }
     Ok(())
 }
@@ -287,9 +297,7 @@ fn with_fallback(
     let mut tried: Vec<Candidate> = Vec::new();
     let mut remaining = options.temperatures.as_slice();
     if let Some(c) = first {
-        if !c.needs_fallback {
-            return Ok(c);
-        }
+        // Only called with a first result that needs the fallback.
         tried.push(c);
         remaining = remaining.get(1..).unwrap_or(&[]);
     }
