@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
 use shared::audio::{Audio, DecodeError};
@@ -43,13 +43,13 @@ pub struct Parallelism {
 }
 
 /// Expands the given paths: files as given, directories recursively (audio endings
-/// only, sorted). A missing path is kept, so that it fails as its own file.
+/// only, sorted; symbolic links to directories are not followed, so a link loop cannot
+/// repeat files). A missing or unreadable path is kept, so that it fails as its own input.
 pub fn expand_inputs(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in paths {
-        if p.is_dir() {
-            let mut found = Vec::new();
-            collect_dir(p, &mut found);
+        let mut found = Vec::new();
+        if p.is_dir() && collect_dir(p, &mut found).is_ok() {
             found.sort();
             out.extend(found);
         } else {
@@ -59,22 +59,28 @@ pub fn expand_inputs(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
+fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let Ok(entry) = entry else { continue };
         let path = entry.path();
-        if path.is_dir() {
-            collect_dir(&path, out);
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            if let Err(e) = collect_dir(&path, out) {
+                tracing::warn!(dir = %path.display(), "skipping unreadable directory: {e}");
+            }
+        } else if (kind.is_file() || path.is_file()) && is_audio_name(&path) {
             out.push(path);
         }
     }
+    Ok(())
+}
+
+fn is_audio_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 type Decoded = (usize, PathBuf, Result<Audio, DecodeError>);
@@ -90,7 +96,9 @@ pub fn transcribe_files(
     let batch_size = parallelism.batch_size.max(1);
     let workers = parallelism.workers.max(1);
     let (decoded_tx, decoded_rx) = mpsc::sync_channel::<Decoded>(batch_size * (workers + 1));
-    let decoded_rx = Mutex::new(decoded_rx);
+    // Owned by the workers only: when the last one stops (even early), the receiver is
+    // dropped and the decoding thread's next send fails instead of blocking for ever.
+    let decoded_rx = Arc::new(Mutex::new(decoded_rx));
     let (done_tx, done_rx) = mpsc::channel::<(usize, FileOutcome)>();
     thread::scope(|scope| {
         scope.spawn(move || {
@@ -102,9 +110,9 @@ pub fn transcribe_files(
         });
         for _ in 0..workers {
             let done_tx = done_tx.clone();
-            let decoded_rx = &decoded_rx;
+            let decoded_rx = Arc::clone(&decoded_rx);
             scope.spawn(move || loop {
-                let (batch, finished) = next_batch(decoded_rx, batch_size);
+                let (batch, finished) = next_batch(&decoded_rx, batch_size);
                 for outcome in process(batch, transcribe) {
                     if done_tx.send(outcome).is_err() {
                         return;
@@ -116,6 +124,7 @@ pub fn transcribe_files(
             });
         }
         drop(done_tx);
+        drop(decoded_rx);
         // Re-order: workers finish batches out of order.
         let mut waiting = BTreeMap::new();
         let mut next = 0;

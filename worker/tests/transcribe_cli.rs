@@ -386,3 +386,25 @@ fn a_missing_model_is_a_clear_start_up_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("fetch-model.sh"), "{stderr}");
 }
+
+#[test]
+fn directory_link_loops_do_not_repeat_files() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("link-loop");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("inner")).unwrap();
+    std::fs::copy(
+        root().join("fixtures/voice/12-yes-that-works.flac"),
+        dir.join("inner/note.flac"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&dir, dir.join("inner/back-to-top")).unwrap();
+    let out = transcribe(&[], &[&dir]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = jsonl(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["text"], "Yes, that works for me.");
+}
