@@ -413,10 +413,12 @@ mod tests {
     fn a_hostile_sample_rate_fails_its_file_instead_of_exhausting_memory() {
         // A prime rate near u32::MAX would make the resampler ask for ~34 GB buffers.
         let bytes = wav_i16(4_294_967_291, 1, &[0, 1000, -1000, 0].repeat(200));
-        let err = decode_bytes(bytes, Some("wav"), &DecodeLimits::default())
-            .expect_err("refused");
+        let err = decode_bytes(bytes, Some("wav"), &DecodeLimits::default()).expect_err("refused");
         assert!(
-            matches!(err.code(), "resample-failed" | "corrupt-audio" | "unrecognized-format"),
+            matches!(
+                err.code(),
+                "resample-failed" | "corrupt-audio" | "unrecognized-format"
+            ),
             "{err}"
         );
     }

@@ -219,7 +219,9 @@ mod tests {
             assert_eq!(err.code(), "resample-failed", "{rate}");
             assert!(err.to_string().contains(&rate.to_string()), "{err}");
         }
-        for rate in [8_000, 11_025, 22_050, 44_100, 48_000, 96_000, 192_000, 384_000] {
+        for rate in [
+            8_000, 11_025, 22_050, 44_100, 48_000, 96_000, 192_000, 384_000,
+        ] {
             assert!(super::StreamResampler::new(rate).is_ok(), "{rate}");
         }
     }

@@ -33,7 +33,8 @@ pub struct Args {
     /// Recordings whose first window share one model call.
     #[arg(long, default_value_t = 1)]
     batch_size: usize,
-    /// Model replicas transcribing in parallel (weights shared) [default: one per core, at most 8].
+    /// Model replicas transcribing in parallel, each with its own copy of the weights
+    /// [default: one per core, at most 4].
     #[arg(long)]
     workers: Option<usize>,
     /// CTranslate2 compute type (int8, int8_float32, float32, ...).
@@ -55,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Measured on 2 cores with tiny.en: one single-threaded replica per core transcribes a
     // batch of voice notes ~10% faster than one replica using both cores.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = args.workers.unwrap_or(cores.min(8)).max(1);
+    let workers = args.workers.unwrap_or(cores.min(4)).max(1);
     let threads = args.threads.unwrap_or((cores / workers).max(1));
     let config = EngineConfig {
         compute_type: args.compute_type,

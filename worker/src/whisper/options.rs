@@ -1,5 +1,6 @@
 //! Engine and decoding options. Decoding defaults are faster-whisper's `transcribe()`
-//! defaults, so an unconfigured run reproduces the reference implementation.
+//! defaults; the one addition, `skip_silence`, only changes recordings with no speech
+//! energy (set it to false to reproduce the reference exactly).
 
 use serde::{Deserialize, Serialize};
 
@@ -11,8 +12,8 @@ pub struct EngineConfig {
     pub compute_type: String,
     /// Intra-op threads per model replica (0 lets CTranslate2 choose).
     pub threads: usize,
-    /// Model replicas able to run at once (CTranslate2 shares the weights between them);
-    /// callers use as many threads as replicas.
+    /// Model replicas able to run at once; CTranslate2 copies the weights into each (one
+    /// per listed device index). Callers use as many threads as replicas.
     pub replicas: usize,
     /// How many recordings share one encoder/decoder call for their first window.
     pub batch_size: usize,
@@ -29,7 +30,7 @@ impl Default for EngineConfig {
     }
 }
 
-/// Decoding options, each overridable; defaults equal faster-whisper's.
+/// Decoding options, each overridable; defaults equal faster-whisper's, plus `skip_silence`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DecodeOptions {
