@@ -89,7 +89,7 @@ pub enum DecodeError {
     },
     #[error("no audio track")]
     NoAudioTrack,
-    #[error("unsupported codec: {codec}")]
+    #[error("unsupported codec '{codec}'")]
     UnsupportedCodec { codec: String },
     #[error("truncated file")]
     Truncated,
@@ -99,7 +99,7 @@ pub enum DecodeError {
     TooLarge { bytes: u64, max: u64 },
     #[error("audio too long: {seconds:.1} s exceeds the limit of {max:.1} s")]
     TooLong { seconds: f64, max: f64 },
-    #[error("i/o error: {source}")]
+    #[error("cannot read the audio")]
     Io {
         #[source]
         source: std::io::Error,
@@ -598,7 +598,7 @@ mod tests {
                 codec: "he-aac".into()
             }
             .to_string(),
-            "unsupported codec: he-aac"
+            "unsupported codec 'he-aac'"
         );
     }
 }

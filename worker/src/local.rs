@@ -19,6 +19,18 @@ const AUDIO_EXTENSIONS: &[&str] = &[
     "wave", "caf",
 ];
 
+/// A readable message from an error and its causes: "cannot read the audio: No such file".
+fn message(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Why one file produced no transcript: a stable code and a readable message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileError {
@@ -173,13 +185,13 @@ fn process(batch: Vec<Decoded>, transcribe: &TranscribeStage) -> Vec<(usize, Fil
             let result = match decoded {
                 Err(e) => Err(FileError {
                     code: e.code().to_string(),
-                    message: e.to_string(),
+                    message: message(&e),
                 }),
                 Ok(_) => match transcripts.next() {
                     Some(Ok(t)) => Ok(t),
                     Some(Err(e)) => Err(FileError {
                         code: e.code().to_string(),
-                        message: format!("{e:#}"),
+                        message: message(&e),
                     }),
                     None => Err(FileError {
                         code: "inference-failed".into(),

@@ -321,6 +321,9 @@ fn bad_input_fails_per_file_and_the_run_goes_on() {
     assert_eq!(by_name["empty.wav"]["error_code"], "empty-file");
     assert_eq!(by_name["random.mp3"]["error_code"], "unrecognized-format");
     assert_eq!(by_name["does-not-exist.ogg"]["error_code"], "io-error");
+    // The message carries the cause, not just the kind of failure.
+    let missing = by_name["does-not-exist.ogg"]["error"].as_str().unwrap();
+    assert!(missing.contains("No such file"), "{missing}");
     // Cut-short files keep what could be decoded (or fail readably); never garbage.
     for partial in ["truncated.ogg", "truncated.m4a", "header-only.wav"] {
         let v = by_name[partial];

@@ -352,7 +352,7 @@ fn reserve_frames(declared_s: Option<f64>, byte_len: u64, limits: &DecodeLimits)
 }
 
 /// Name for a codec no registered decoder accepted. AAC is split by profile because
-/// "unsupported codec: aac" would be baffling when plain AAC works and HE-AAC does not.
+/// "unsupported codec 'aac'" would be baffling when plain AAC works and HE-AAC does not.
 fn codec_name(params: &AudioCodecParameters) -> String {
     if params.codec == CODEC_ID_AAC {
         let profile = match params.profile {
