@@ -27,7 +27,11 @@ lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# Tests run against the real services: PostgreSQL (a fresh database per run), Redis and
+# an S3-compatible server, checked and started if absent by scripts/services.sh.
 test: deps model lint
+	eval "$$(scripts/services.sh up)" && \
+	trap 'scripts/services.sh down "$$VOXQ_TEST_DATABASE"' EXIT && \
 	cargo test --workspace --all-targets
 
 demo: deps model
