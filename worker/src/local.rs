@@ -45,15 +45,6 @@ pub struct FileOutcome {
     pub result: Result<Transcript, FileError>,
 }
 
-/// How the local runner spreads work.
-#[derive(Debug, Clone, Copy)]
-pub struct Parallelism {
-    /// Recordings per model call.
-    pub batch_size: usize,
-    /// Inference threads (use as many as the engine has replicas).
-    pub workers: usize,
-}
-
 /// Expands the given paths: files as given, directories recursively (audio endings
 /// only, sorted; symbolic links to directories are not followed, so a link loop cannot
 /// repeat files). A missing or unreadable path is kept, so that it fails as its own input.
@@ -97,16 +88,16 @@ fn is_audio_name(path: &Path) -> bool {
 
 type Decoded = (usize, PathBuf, Result<Audio, DecodeError>);
 
-/// Transcribes `files`, calling `emit` once per file, in input order.
+/// Transcribes `files`, calling `emit` once per file, in input order. Batches are the
+/// engine's batch size, with one inference thread per model replica.
 pub fn transcribe_files(
     files: &[PathBuf],
     decode: &DecodeStage,
     transcribe: &TranscribeStage,
-    parallelism: Parallelism,
     mut emit: impl FnMut(FileOutcome),
 ) {
-    let batch_size = parallelism.batch_size.max(1);
-    let workers = parallelism.workers.max(1);
+    let batch_size = transcribe.batch_size();
+    let workers = transcribe.replicas();
     let (decoded_tx, decoded_rx) = mpsc::sync_channel::<Decoded>(batch_size * (workers + 1));
     // Owned by the workers only: when the last one stops (even early), the receiver is
     // dropped and the decoding thread's next send fails instead of blocking for ever.

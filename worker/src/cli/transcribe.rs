@@ -92,11 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut writer = Writer::new(stdout, args.format, files.len() > 1);
     let mut failed = 0usize;
     let mut io_error = None;
-    let parallelism = local::Parallelism {
-        batch_size: config.batch_size,
-        workers: config.replicas,
-    };
-    local::transcribe_files(&files, &decode, &transcribe, parallelism, |outcome| {
+    local::transcribe_files(&files, &decode, &transcribe, |outcome| {
         failed += usize::from(outcome.result.is_err());
         progress.inc(1);
         if let Err(e) = writer.write(outcome) {

@@ -26,6 +26,16 @@ impl TranscribeStage {
         })
     }
 
+    /// Recordings per model call.
+    pub fn batch_size(&self) -> usize {
+        self.engine.batch_size()
+    }
+
+    /// Model replicas, so callers know how many threads to give it.
+    pub fn replicas(&self) -> usize {
+        self.engine.replicas()
+    }
+
     /// Transcribes a batch of decoded recordings; one result per input, in order.
     /// A panic inside the engine fails this batch's recordings, never the process.
     pub fn run_batch(&self, audios: &[&Audio]) -> Vec<Result<Transcript, EngineError>> {
