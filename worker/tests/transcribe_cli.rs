@@ -40,6 +40,17 @@ fn jsonl(out: &Output) -> Vec<Value> {
         .collect()
 }
 
+/// Runs `transcribe`, requires it to succeed, and returns its JSONL lines.
+fn transcribe_ok<P: AsRef<std::ffi::OsStr>>(args: &[&str], paths: &[P]) -> Vec<Value> {
+    let out = transcribe(args, paths);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    jsonl(&out)
+}
+
 fn name(v: &Value) -> String {
     Path::new(v["file"].as_str().unwrap_or_default())
         .file_name()
@@ -184,13 +195,7 @@ fn texts(lines: &[Value]) -> HashMap<String, String> {
 
 #[test]
 fn voice_notes_in_every_format_transcribe_as_well_as_faster_whisper() {
-    let out = transcribe(&[], &[root().join("fixtures/voice")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = jsonl(&out);
+    let lines = transcribe_ok(&[], &[root().join("fixtures/voice")]);
     assert_eq!(lines.len(), 14, "one line per voice note");
     for line in &lines {
         assert!(line["error"].is_null(), "{line}");
@@ -247,14 +252,14 @@ fn voice_notes_in_every_format_transcribe_as_well_as_faster_whisper() {
 #[test]
 fn batching_first_windows_does_not_change_transcripts() {
     let dir = root().join("fixtures/voice");
-    let one = texts(&jsonl(&transcribe(
+    let one = texts(&transcribe_ok(
         &["--batch-size", "1", "--threads", "1"],
         &[&dir],
-    )));
-    let four = texts(&jsonl(&transcribe(
+    ));
+    let four = texts(&transcribe_ok(
         &["--batch-size", "4", "--workers", "2", "--threads", "1"],
         &[dir],
-    )));
+    ));
     assert_eq!(one.len(), 14);
     assert_eq!(one, four);
 }
@@ -273,9 +278,8 @@ fn normaliser_reads_numbers_and_times_as_words() {
 
 #[test]
 fn long_recordings_are_split_into_timed_segments() {
-    let out = transcribe(&[], &[root().join("fixtures/voice/06-project-update.ogg")]);
-    assert!(out.status.success());
-    let line = &jsonl(&out)[0];
+    let lines = transcribe_ok(&[], &[root().join("fixtures/voice/06-project-update.ogg")]);
+    let line = &lines[0];
     let segments = line["segments"].as_array().unwrap();
     assert!(segments.len() >= 3, "{line}");
     let last_end = segments.last().unwrap()["end"].as_f64().unwrap();
@@ -353,12 +357,10 @@ fn bad_input_fails_per_file_and_the_run_goes_on() {
 #[test]
 fn silence_and_tiny_clips_give_sensible_empty_results() {
     let edge = root().join("fixtures/edge");
-    let out = transcribe(
+    let lines = transcribe_ok(
         &[],
         &[edge.join("silence-3s.wav"), edge.join("short-0.5s.ogg")],
     );
-    assert!(out.status.success());
-    let lines = jsonl(&out);
     assert_eq!(lines[0]["text"], "", "silence has no words: {}", lines[0]);
     assert!(lines[0]["segments"].as_array().unwrap().is_empty());
     assert!((lines[0]["duration_s"].as_f64().unwrap() - 3.0).abs() < 0.05);
@@ -401,13 +403,7 @@ fn directory_link_loops_do_not_repeat_files() {
     )
     .unwrap();
     std::os::unix::fs::symlink(&dir, dir.join("inner/back-to-top")).unwrap();
-    let out = transcribe(&[], &[&dir]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = jsonl(&out);
+    let lines = transcribe_ok(&[], &[&dir]);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["text"], "Yes, that works for me.");
 }
