@@ -42,3 +42,317 @@ impl Transcript {
         }
     }
 }
+
+/// The queue a job waits in. Each lane has its own Redis queue and its own worker
+/// concurrency, so bulk backlogs never delay interactive jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    /// Bots waiting for an answer.
+    #[default]
+    Interactive,
+    /// Backfills and reprocessing.
+    Bulk,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Interactive, Lane::Bulk];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Interactive => "interactive",
+            Lane::Bulk => "bulk",
+        }
+    }
+}
+
+impl std::str::FromStr for Lane {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "interactive" => Ok(Lane::Interactive),
+            "bulk" => Ok(Lane::Bulk),
+            other => Err(format!("unknown lane '{other}' (interactive or bulk)")),
+        }
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Processing => "processing",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "queued" => Ok(JobStatus::Queued),
+            "processing" => Ok(JobStatus::Processing),
+            "completed" => Ok(JobStatus::Completed),
+            "failed" => Ok(JobStatus::Failed),
+            other => Err(format!("unknown job status '{other}'")),
+        }
+    }
+}
+
+/// Which summary a job asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SummaryMode {
+    #[default]
+    Auto,
+    None,
+    Extractive,
+    Abstractive,
+}
+
+/// Which chat model an abstractive summary may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelTier {
+    #[default]
+    Cheap,
+    Strong,
+}
+
+/// Rubrics a job may ask the chat model to score (see the worker's rubric stage).
+pub const RUBRICS: [&str; 2] = ["language_learner", "support"];
+
+/// Optional stages of a job. Transcription always runs (the others need its text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Transcribe,
+    Score,
+    Summarize,
+}
+
+fn default_tasks() -> Vec<Task> {
+    vec![Task::Transcribe, Task::Score, Task::Summarize]
+}
+
+/// Per-job options chosen at submission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobOptions {
+    /// Language code; detected when absent (multilingual models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Stages to run; default all.
+    #[serde(default = "default_tasks")]
+    pub tasks: Vec<Task>,
+    #[serde(default)]
+    pub summary: SummaryMode,
+    /// Chat model tier for an abstractive summary or a rubric.
+    #[serde(default)]
+    pub summary_model: ModelTier,
+    /// Rubric scored by the chat model (`language_learner`, `support`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rubric: Option<String>,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        Self {
+            language: None,
+            tasks: default_tasks(),
+            summary: SummaryMode::default(),
+            summary_model: ModelTier::default(),
+            rubric: None,
+        }
+    }
+}
+
+impl JobOptions {
+    pub fn wants(&self, task: Task) -> bool {
+        task == Task::Transcribe || self.tasks.contains(&task)
+    }
+}
+
+/// Where a job's audio comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioSource {
+    /// `s3://bucket/key`
+    S3 { bucket: String, key: String },
+    /// `https://…` (or `http://…` where configuration allows it)
+    Url(url::Url),
+}
+
+impl AudioSource {
+    /// Parses an `audio_url`. `allow_http` also accepts plain `http://`.
+    pub fn parse(s: &str, allow_http: bool) -> Result<Self, String> {
+        if let Some(rest) = s.strip_prefix("s3://") {
+            return match rest.split_once('/') {
+                Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => Ok(Self::S3 {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                }),
+                _ => Err(format!("'{s}' is not of the form s3://bucket/key")),
+            };
+        }
+        let url = url::Url::parse(s).map_err(|e| format!("'{s}' is not a URL: {e}"))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if allow_http => {}
+            other => {
+                return Err(format!(
+                    "unsupported URL scheme '{other}' (use s3:// or https://)"
+                ))
+            }
+        }
+        if url.host().is_none() {
+            return Err(format!("'{s}' has no host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("URLs with credentials are not accepted".into());
+        }
+        Ok(Self::Url(url))
+    }
+
+    /// The file extension of the object or URL path, as a decoding hint.
+    pub fn extension(&self) -> Option<String> {
+        let path = match self {
+            Self::S3 { key, .. } => key.as_str(),
+            Self::Url(url) => url.path(),
+        };
+        let name = path.rsplit('/').next()?;
+        let (_, ext) = name.rsplit_once('.')?;
+        (!ext.is_empty() && ext.len() <= 5).then(|| ext.to_ascii_lowercase())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_sources_parse_and_refuse() {
+        assert_eq!(
+            AudioSource::parse("s3://b/dir/a.ogg", false).unwrap(),
+            AudioSource::S3 {
+                bucket: "b".into(),
+                key: "dir/a.ogg".into()
+            }
+        );
+        assert_eq!(
+            AudioSource::parse("s3://b/dir/a.OGG", false)
+                .unwrap()
+                .extension()
+                .as_deref(),
+            Some("ogg")
+        );
+        assert!(AudioSource::parse("https://example.com/v.mp3", false).is_ok());
+        for bad in [
+            "s3://bucket",
+            "s3:///key",
+            "ftp://x/y",
+            "file:///etc/passwd",
+            "nonsense",
+        ] {
+            assert!(AudioSource::parse(bad, true).is_err(), "{bad}");
+        }
+        assert!(AudioSource::parse("http://example.com/v.mp3", false).is_err());
+        assert!(AudioSource::parse("http://example.com/v.mp3", true).is_ok());
+        assert!(AudioSource::parse("https://u:p@example.com/v.mp3", false).is_err());
+    }
+}
+
+/// Signal and transcript measurements of one recording, with a combined 0–100 `quality`
+/// and flags a bot can act on ("please record that again").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Scores {
+    /// 0 (unusable) to 100 (clean, confident speech).
+    pub quality: u8,
+    /// Problems found: `no_speech`, `too_quiet`, `clipped`, `noisy`, `low_confidence`,
+    /// `possible_hallucination`, `too_short`.
+    pub flags: Vec<String>,
+    pub duration_s: f64,
+    /// RMS level of the whole recording, dBFS.
+    pub loudness_dbfs: f64,
+    /// Integrated loudness (ITU-R BS.1770 K-weighting with gating), LUFS.
+    pub loudness_lufs: f64,
+    pub peak_dbfs: f64,
+    /// Share of samples at or near full scale.
+    pub clipping_ratio: f64,
+    /// Share of 30 ms frames an energy VAD calls speech.
+    pub speech_ratio: f64,
+    /// Speech-frame energy over noise-frame energy, dB.
+    pub snr_db: f64,
+    /// Words per minute of detected speech.
+    pub words_per_minute: f64,
+    /// exp(duration-weighted mean of segment average log-probabilities), 0–1.
+    pub asr_confidence: f64,
+    /// Highest no-speech probability of any segment (0 when there are none).
+    pub no_speech_prob: f64,
+    /// Whisper's gzip compression ratio of the text; above 2.4 suggests repetition.
+    pub compression_ratio: f64,
+}
+
+/// How a summary was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SummaryKind {
+    /// Sentences picked from the transcript, locally, at no model cost.
+    Extractive,
+    /// Written by a chat model.
+    Abstractive,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub kind: SummaryKind,
+    pub text: String,
+}
+
+/// What one stage of a job used, and what it cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StageUsage {
+    /// `local` or the configured provider name.
+    pub provider: String,
+    pub model: String,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    /// CPU (wall) time spent in this process, milliseconds.
+    pub cpu_ms: f64,
+    pub cost_usd: f64,
+    /// Served from a cache (no model call).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
+}
+
+/// Usage per stage (`transcribe`, `score`, `summarize`, `rubric`).
+pub type Usage = std::collections::BTreeMap<String, StageUsage>;
+
+/// Everything a job produced: the transcript (its fields at the top level), scores,
+/// summary, rubric and usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    #[serde(flatten)]
+    pub transcript: Transcript,
+    /// Absent when the job did not ask for scoring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<Scores>,
+    /// `null` when the transcript is too short or no summary was asked for.
+    #[serde(default)]
+    pub summary: Option<Summary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rubric: Option<serde_json::Value>,
+    #[serde(default)]
+    pub usage: Usage,
+}

@@ -1,0 +1,332 @@
+//! Configuration of the service binaries, loaded once at start-up into [`Config`].
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file named by `VOXQ_CONFIG`
+//! (if set), then environment variables `VOXQ_<FIELD>` (upper case). Every field is listed,
+//! with its default, in README.md ("Configuration"). S3 credentials come from the standard
+//! AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), never from this struct.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::providers::{BreakerConfig, ProviderConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Load(#[from] Box<figment::Error>),
+}
+
+/// Summary tier policy (see the worker's summarize stage).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SummaryPolicy {
+    /// Below this many words there is nothing worth summarising (`auto`).
+    pub min_words: usize,
+    /// `auto` summarises locally up to this many tokens, and with the cheap model above.
+    pub extractive_max_tokens: usize,
+    /// Most tokens of transcript sent to a chat model (longer ones are trimmed).
+    pub token_budget: usize,
+    /// Most tokens a chat model may answer with.
+    pub max_output_tokens: u32,
+}
+
+impl Default for SummaryPolicy {
+    fn default() -> Self {
+        Self {
+            min_words: 40,
+            extractive_max_tokens: 400,
+            token_budget: 3_000,
+            max_output_tokens: 200,
+        }
+    }
+}
+
+/// Everything `voxq-api` and `voxq-worker run` read from their environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    // --- services ---
+    /// PostgreSQL URL.
+    pub database_url: String,
+    /// Maximum PostgreSQL connections per process.
+    pub database_max_connections: u32,
+    /// Redis URL (the queue).
+    pub redis_url: String,
+    /// Prefix of the Redis queue names; the lanes are `<prefix>:interactive` and `<prefix>:bulk`.
+    pub queue_prefix: String,
+    /// S3 endpoint URL; empty means AWS's own endpoints.
+    pub s3_endpoint: String,
+    /// Bucket for uploads; created by `voxq-api` at start-up if missing.
+    pub s3_bucket: String,
+    pub s3_region: String,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by MinIO and most S3 clones.
+    pub s3_force_path_style: bool,
+
+    // --- api ---
+    pub listen_addr: SocketAddr,
+    /// Largest accepted upload (multipart `file` part), bytes.
+    pub max_upload_bytes: u64,
+    /// Sustained requests per second allowed per API key; 0 disables the limit.
+    pub rate_limit_per_s: f64,
+    /// Requests a key may make in a burst above the sustained rate.
+    pub rate_limit_burst: u32,
+
+    // --- worker ---
+    /// faster-whisper model directory.
+    pub model_dir: PathBuf,
+    /// Jobs a worker process runs at once from the `interactive` lane.
+    pub interactive_concurrency: usize,
+    /// Jobs a worker process runs at once from the `bulk` lane.
+    pub bulk_concurrency: usize,
+    /// Inference threads per model replica (0 = cores / replicas).
+    pub inference_threads: usize,
+    /// Tasks fetched from Redis per poll and lane (0 = that lane's concurrency).
+    pub queue_fetch_batch: usize,
+    /// How often an idle worker polls Redis, milliseconds.
+    pub poll_interval_ms: u64,
+    /// Worker heartbeat interval, seconds.
+    pub heartbeat_interval_s: u64,
+    /// Heartbeats a worker may miss before its in-flight jobs are given to another worker.
+    pub missed_heartbeats: usize,
+    /// Attempts (runs that reached a transient error) before a job fails for good.
+    pub max_attempts: i32,
+    /// First retry delay, milliseconds; doubles per attempt, with ±50% jitter.
+    pub retry_base_ms: u64,
+    /// Longest retry delay, milliseconds.
+    pub retry_max_ms: u64,
+    /// Seconds a queued job may sit in Redis before the sweeper pushes it again (in case
+    /// Redis lost it). Pushes are idempotent, so a job still queued is not duplicated.
+    pub requeue_after_s: u64,
+    /// How often the sweeper looks for jobs to (re-)enqueue, milliseconds.
+    pub sweep_interval_ms: u64,
+    /// Seconds the queue keeps the records of finished tasks before the sweeper deletes
+    /// them (apalis-redis never does); the jobs themselves stay in PostgreSQL.
+    pub queue_retention_s: u64,
+    /// Seconds SIGTERM waits for in-flight jobs before the worker exits anyway.
+    pub shutdown_grace_s: u64,
+    /// Longest audio accepted, seconds.
+    pub max_audio_s: f64,
+    /// Largest audio file fetched, bytes.
+    pub max_fetch_bytes: u64,
+    /// Timeout of one HTTPS or S3 fetch, seconds.
+    pub fetch_timeout_s: u64,
+    /// Comma-separated CIDRs that HTTPS fetches may reach even though they are private,
+    /// loopback or link-local (e.g. `10.1.0.0/16`). Empty: only public addresses.
+    pub fetch_allow: String,
+    /// Also accept `http://` audio URLs (the SSRF rules still apply). Off by default.
+    pub fetch_allow_http: bool,
+    // --- providers, scoring and summaries (worker) ---
+    /// Remote OpenAI-compatible transcription providers (`/audio/transcriptions`), by name.
+    pub transcribe_providers: Vec<ProviderConfig>,
+    /// Transcription providers tried in order: `local` (the CTranslate2 engine) and/or the
+    /// names in `transcribe_providers`. The next is tried on timeout, 5xx or 429.
+    pub transcribe_order: Vec<String>,
+    /// Cheap chat models (summaries of long transcripts, rubrics), tried in order.
+    pub chat_cheap: Vec<ProviderConfig>,
+    /// Strong chat models, used only when a job asks for them (`summary_model: strong`).
+    pub chat_strong: Vec<ProviderConfig>,
+    /// Circuit breaker of every provider: failures in a row that open it, and cool-down.
+    pub breaker: BreakerConfig,
+    /// Summary tier policy: word and token thresholds, token budget.
+    pub summary: SummaryPolicy,
+    /// How long chat results are cached in Redis, seconds.
+    pub chat_cache_ttl_s: u64,
+    /// How long transcripts are cached by audio SHA-256 and options, seconds (0 = off).
+    pub transcript_cache_ttl_s: u64,
+    /// Benchmarks only: skip decoding and transcription and store an empty transcript,
+    /// to measure the queue and database path alone.
+    pub bench_noop_transcribe: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/voxq".into(),
+            database_max_connections: 16,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            queue_prefix: "voxq".into(),
+            s3_endpoint: String::new(),
+            s3_bucket: "voxq".into(),
+            s3_region: "us-east-1".into(),
+            s3_force_path_style: true,
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_upload_bytes: 25 * 1024 * 1024,
+            rate_limit_per_s: 50.0,
+            rate_limit_burst: 100,
+            model_dir: PathBuf::from("models/whisper-tiny.en"),
+            interactive_concurrency: 2,
+            bulk_concurrency: 1,
+            inference_threads: 0,
+            queue_fetch_batch: 0,
+            poll_interval_ms: 100,
+            heartbeat_interval_s: 10,
+            missed_heartbeats: 3,
+            max_attempts: 5,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+            requeue_after_s: 600,
+            sweep_interval_ms: 2_000,
+            queue_retention_s: 3_600,
+            shutdown_grace_s: 120,
+            max_audio_s: 4.0 * 3600.0,
+            max_fetch_bytes: 100 * 1024 * 1024,
+            fetch_timeout_s: 60,
+            fetch_allow: String::new(),
+            fetch_allow_http: false,
+            transcribe_providers: Vec::new(),
+            transcribe_order: vec!["local".into()],
+            chat_cheap: Vec::new(),
+            chat_strong: Vec::new(),
+            breaker: BreakerConfig::default(),
+            summary: SummaryPolicy::default(),
+            chat_cache_ttl_s: 7 * 24 * 3600,
+            transcript_cache_ttl_s: 30 * 24 * 3600,
+            bench_noop_transcribe: false,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `$VOXQ_CONFIG` (TOML) if set, then `VOXQ_*` variables.
+    pub fn load() -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = std::env::var_os("VOXQ_CONFIG") {
+            figment = figment.merge(Toml::file_exact(PathBuf::from(path)));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("VOXQ_").ignore(&[
+                "config",
+                "log",
+                "test_database",
+                "test_s3_port",
+            ]))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.interactive_concurrency == 0 && self.bulk_concurrency == 0 {
+            return invalid("interactive_concurrency and bulk_concurrency are both 0".into());
+        }
+        if self.max_attempts < 1 {
+            return invalid(format!(
+                "max_attempts must be >= 1, not {}",
+                self.max_attempts
+            ));
+        }
+        if self.heartbeat_interval_s == 0 || self.missed_heartbeats == 0 {
+            return invalid("heartbeat_interval_s and missed_heartbeats must be > 0".into());
+        }
+        if self.rate_limit_per_s < 0.0 || !self.rate_limit_per_s.is_finite() {
+            return invalid(format!(
+                "rate_limit_per_s must be >= 0, not {}",
+                self.rate_limit_per_s
+            ));
+        }
+        self.fetch_allow_nets()?;
+        if self.transcribe_order.is_empty() {
+            return invalid("transcribe_order is empty".into());
+        }
+        for name in &self.transcribe_order {
+            if name != "local" && !self.transcribe_providers.iter().any(|p| &p.name == name) {
+                return invalid(format!(
+                    "transcribe_order names '{name}', which is neither 'local' nor in transcribe_providers"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `fetch_allow` parsed.
+    pub fn fetch_allow_nets(&self) -> Result<Vec<IpNet>, ConfigError> {
+        self.fetch_allow
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| ConfigError::Invalid(format!("fetch_allow: '{s}' is not a CIDR")))
+            })
+            .collect()
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms.max(1))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("voxq.toml", "s3_bucket = \"from-file\"\nmax_attempts = 7\n")?;
+            jail.set_env("VOXQ_CONFIG", "voxq.toml");
+            jail.set_env("VOXQ_MAX_ATTEMPTS", "9");
+            jail.set_env("VOXQ_FETCH_ALLOW", "10.0.0.0/8, 127.0.0.1");
+            let config = Config::load().expect("loads");
+            assert_eq!(config.s3_bucket, "from-file");
+            assert_eq!(config.max_attempts, 9);
+            assert_eq!(config.queue_prefix, Config::default().queue_prefix);
+            assert_eq!(config.fetch_allow_nets().unwrap().len(), 2);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn structured_settings_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("VOXQ_SUMMARY", "{min_words = 10, token_budget = 500}");
+            jail.set_env("VOXQ_TRANSCRIBE_ORDER", "[local, groq]");
+            jail.set_env(
+                "VOXQ_TRANSCRIBE_PROVIDERS",
+                "[{name = groq, base_url = \"https://api.groq.com/openai/v1\", model = whisper-large-v3}]",
+            );
+            let config = Config::load().expect("loads");
+            assert_eq!(config.summary.min_words, 10);
+            assert_eq!(config.summary.token_budget, 500);
+            assert_eq!(
+                config.summary.extractive_max_tokens, 400,
+                "other fields keep defaults"
+            );
+            assert_eq!(config.transcribe_order, ["local", "groq"]);
+            assert_eq!(config.transcribe_providers[0].model, "whisper-large-v3");
+            jail.set_env("VOXQ_TRANSCRIBE_ORDER", "[local, nobody]");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("nobody"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_field_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("VOXQ_FETCH_ALLOW", "not-a-net");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("fetch_allow"), "{err}");
+            jail.set_env("VOXQ_FETCH_ALLOW", "");
+            jail.set_env("VOXQ_NO_SUCH_SETTING", "1");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("no_such_setting"), "{err}");
+            Ok(())
+        });
+    }
+}

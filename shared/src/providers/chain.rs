@@ -1,0 +1,353 @@
+//! Ordered fallback over several providers of one task, each behind its own circuit
+//! breaker. The first success wins and says which provider and model served it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use super::breaker::{BreakerConfig, CircuitBreaker, Clock, SystemClock};
+use super::{
+    ChatModel, ChatRequest, ChatResponse, Price, ProviderError, Transcriber, TranscriptionRequest,
+};
+use crate::domain::{ModelTier, StageUsage, Transcript};
+
+/// One failed try of one provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub provider: String,
+    pub model: String,
+    pub error: ProviderError,
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}' ({}): {}", self.provider, self.model, self.error)
+    }
+}
+
+/// A result and who produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served<T> {
+    pub value: T,
+    /// Name of the provider that answered.
+    pub provider: String,
+    /// The model asked of it (as configured).
+    pub model: String,
+    pub price: Price,
+    /// Providers tried before it, in order.
+    pub failed: Vec<Attempt>,
+}
+
+impl Served<ChatResponse> {
+    /// Usage of a chat stage (`cpu_ms` left for the caller).
+    pub fn usage(&self) -> StageUsage {
+        StageUsage {
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            tokens_in: self.value.tokens_in,
+            tokens_out: self.value.tokens_out,
+            cost_usd: self
+                .price
+                .chat_cost_usd(self.value.tokens_in, self.value.tokens_out),
+            ..StageUsage::default()
+        }
+    }
+}
+
+impl Served<Transcript> {
+    /// Usage of a transcription stage, priced by audio duration (`cpu_ms` left for the
+    /// caller).
+    pub fn usage(&self) -> StageUsage {
+        StageUsage {
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            cost_usd: self.price.audio_cost_usd(self.value.duration_s),
+            ..StageUsage::default()
+        }
+    }
+}
+
+/// Every provider of a chain failed, or one failed in a way the others would too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainError {
+    /// What each provider tried answered, in order; the last one decided the outcome.
+    /// Empty when the chain has no providers.
+    pub attempts: Vec<Attempt>,
+}
+
+impl ChainError {
+    pub fn last(&self) -> Option<&ProviderError> {
+        self.attempts.last().map(|a| &a.error)
+    }
+
+    /// Whether the same request may succeed later: the chain ran out of providers and at
+    /// least one of them failed transiently.
+    pub fn is_transient(&self) -> bool {
+        self.last().is_some_and(ProviderError::is_fallback_worthy)
+            && self.attempts.iter().any(|a| a.error.is_transient())
+    }
+
+    /// Stable kebab-case code: the last error's, or `no-provider`.
+    pub fn code(&self) -> &'static str {
+        self.last().map_or("no-provider", ProviderError::code)
+    }
+}
+
+impl fmt::Display for ChainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.attempts.as_slice() {
+            [] => write!(f, "no provider is configured"),
+            [only] => write!(f, "provider {only}"),
+            all => {
+                write!(f, "all {} providers failed: ", all.len())?;
+                for (i, attempt) in all.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, "; ")?;
+                    }
+                    write!(f, "{attempt}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ChainError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.last().map(|e| e as _)
+    }
+}
+
+struct Link<P: ?Sized> {
+    provider: Arc<P>,
+    breaker: Arc<CircuitBreaker>,
+}
+
+/// What the chain needs to know of a provider, for both traits.
+trait Described {
+    fn name(&self) -> &str;
+    fn model(&self) -> &str;
+    fn price(&self) -> Price;
+}
+
+impl Described for dyn ChatModel {
+    fn name(&self) -> &str {
+        ChatModel::name(self)
+    }
+    fn model(&self) -> &str {
+        ChatModel::model(self)
+    }
+    fn price(&self) -> Price {
+        ChatModel::price(self)
+    }
+}
+
+impl Described for dyn Transcriber {
+    fn name(&self) -> &str {
+        Transcriber::name(self)
+    }
+    fn model(&self) -> &str {
+        Transcriber::model(self)
+    }
+    fn price(&self) -> Price {
+        Transcriber::price(self)
+    }
+}
+
+fn links<P: ?Sized>(
+    providers: Vec<Arc<P>>,
+    config: BreakerConfig,
+    clock: Arc<dyn Clock>,
+) -> Vec<Link<P>> {
+    providers
+        .into_iter()
+        .map(|provider| Link {
+            provider,
+            breaker: Arc::new(CircuitBreaker::with_clock(config, clock.clone())),
+        })
+        .collect()
+}
+
+async fn run<'a, P, T, F>(
+    task: &str,
+    links: &'a [Link<P>],
+    call: F,
+) -> Result<Served<T>, ChainError>
+where
+    P: ?Sized + Described,
+    F: Fn(&'a P) -> BoxFuture<'a, Result<T, ProviderError>>,
+{
+    let mut failed = Vec::new();
+    for link in links {
+        let provider = &*link.provider;
+        let result = link.breaker.call(provider.name(), call(provider)).await;
+        match result {
+            Ok(value) => {
+                return Ok(Served {
+                    value,
+                    provider: provider.name().to_string(),
+                    model: provider.model().to_string(),
+                    price: provider.price(),
+                    failed,
+                })
+            }
+            Err(error) => {
+                let worthy = error.is_fallback_worthy();
+                if !matches!(error, ProviderError::CircuitOpen { .. }) {
+                    tracing::warn!(
+                        task,
+                        provider = provider.name(),
+                        model = provider.model(),
+                        error = %error,
+                        fallback = worthy,
+                        "provider call failed"
+                    );
+                }
+                failed.push(Attempt {
+                    provider: provider.name().to_string(),
+                    model: provider.model().to_string(),
+                    error,
+                });
+                if !worthy {
+                    break;
+                }
+            }
+        }
+    }
+    Err(ChainError { attempts: failed })
+}
+
+/// Chat models tried in order.
+pub struct ChatChain {
+    links: Vec<Link<dyn ChatModel>>,
+}
+
+impl ChatChain {
+    /// One breaker per provider, with `breaker`'s settings.
+    pub fn new(providers: Vec<Arc<dyn ChatModel>>, breaker: BreakerConfig) -> Self {
+        Self::with_clock(providers, breaker, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(
+        providers: Vec<Arc<dyn ChatModel>>,
+        breaker: BreakerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            links: links(providers, breaker, clock),
+        }
+    }
+
+    /// With given breakers, e.g. to share one provider's breaker between chains.
+    pub fn from_parts(parts: Vec<(Arc<dyn ChatModel>, Arc<CircuitBreaker>)>) -> Self {
+        Self {
+            links: parts
+                .into_iter()
+                .map(|(provider, breaker)| Link { provider, breaker })
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    /// `provider/model` of each link, in order (e.g. for cache keys).
+    pub fn models(&self) -> Vec<String> {
+        self.links
+            .iter()
+            .map(|l| format!("{}/{}", l.provider.name(), l.provider.model()))
+            .collect()
+    }
+
+    /// The breaker of the provider named `name`.
+    pub fn breaker(&self, name: &str) -> Option<&Arc<CircuitBreaker>> {
+        self.links
+            .iter()
+            .find(|l| l.provider.name() == name)
+            .map(|l| &l.breaker)
+    }
+
+    pub async fn complete(
+        &self,
+        request: &ChatRequest,
+    ) -> Result<Served<ChatResponse>, ChainError> {
+        run("chat", &self.links, |p| p.complete(request)).await
+    }
+}
+
+/// The cheap and the strong chat chain, built once and shared by every stage that calls a
+/// chat model, so each provider has one circuit breaker whichever stage calls it.
+#[derive(Clone, Default)]
+pub struct ChatTiers {
+    cheap: Option<Arc<ChatChain>>,
+    strong: Option<Arc<ChatChain>>,
+}
+
+impl ChatTiers {
+    /// Empty chains count as not configured.
+    pub fn new(cheap: Option<ChatChain>, strong: Option<ChatChain>) -> Self {
+        let keep = |c: Option<ChatChain>| c.filter(|c| !c.is_empty()).map(Arc::new);
+        Self {
+            cheap: keep(cheap),
+            strong: keep(strong),
+        }
+    }
+
+    /// The chain for `tier`; the strong tier falls back to the cheap chain.
+    pub fn chain(&self, tier: ModelTier) -> Option<&ChatChain> {
+        match tier {
+            ModelTier::Strong => self.strong.as_deref().or(self.cheap.as_deref()),
+            ModelTier::Cheap => self.cheap.as_deref(),
+        }
+    }
+}
+
+/// Transcribers tried in order.
+pub struct TranscriberChain {
+    links: Vec<Link<dyn Transcriber>>,
+}
+
+impl TranscriberChain {
+    pub fn new(providers: Vec<Arc<dyn Transcriber>>, breaker: BreakerConfig) -> Self {
+        Self::with_clock(providers, breaker, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(
+        providers: Vec<Arc<dyn Transcriber>>,
+        breaker: BreakerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            links: links(providers, breaker, clock),
+        }
+    }
+
+    pub fn from_parts(parts: Vec<(Arc<dyn Transcriber>, Arc<CircuitBreaker>)>) -> Self {
+        Self {
+            links: parts
+                .into_iter()
+                .map(|(provider, breaker)| Link { provider, breaker })
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    pub fn breaker(&self, name: &str) -> Option<&Arc<CircuitBreaker>> {
+        self.links
+            .iter()
+            .find(|l| l.provider.name() == name)
+            .map(|l| &l.breaker)
+    }
+
+    pub async fn transcribe(
+        &self,
+        request: &TranscriptionRequest,
+    ) -> Result<Served<Transcript>, ChainError> {
+        run("transcribe", &self.links, |p| p.transcribe(request)).await
+    }
+}

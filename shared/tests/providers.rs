@@ -1,0 +1,961 @@
+//! The OpenAI-compatible clients, the fallback chains and the circuit breaker against a
+//! local stand-in for the remote APIs. The stand-in checks what we send (path, headers,
+//! JSON body, multipart fields) and answers in OpenAI's documented wire format.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use voxq_shared::providers::{
+    chat_model, BreakerConfig, BreakerState, ChatChain, ChatMessage, ChatModel, ChatRequest,
+    JsonSchema, ManualClock, MaxTokensField, OpenAiChat, OpenAiTranscriber, ProviderConfig,
+    ProviderError, Transcriber, TranscriberChain, TranscriptionRequest,
+};
+
+// --- the stand-in server ------------------------------------------------------------
+
+#[derive(Clone)]
+enum Reply {
+    Json(Value),
+    Status {
+        status: u16,
+        body: Value,
+        headers: Vec<(&'static str, &'static str)>,
+    },
+    Slow(Duration, Box<Reply>),
+}
+
+#[derive(Debug, Clone)]
+struct Field {
+    name: String,
+    file_name: Option<String>,
+    content_type: Option<String>,
+    data: Vec<u8>,
+}
+
+impl Field {
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.data).unwrap()
+    }
+}
+
+struct StubState {
+    model: String,
+    key: Option<String>,
+    hits: AtomicUsize,
+    replies: Mutex<VecDeque<Reply>>,
+    default: Mutex<Reply>,
+    chat_bodies: Mutex<Vec<Value>>,
+    uploads: Mutex<Vec<Vec<Field>>>,
+    violations: Mutex<Vec<String>>,
+}
+
+struct Stub {
+    addr: SocketAddr,
+    state: Arc<StubState>,
+}
+
+impl Stub {
+    /// A server for `model` that requires `Bearer <key>` (or no `Authorization` header)
+    /// and answers `default` unless replies were queued.
+    async fn start(model: &str, key: Option<&str>, default: Reply) -> Stub {
+        let state = Arc::new(StubState {
+            model: model.into(),
+            key: key.map(Into::into),
+            hits: AtomicUsize::new(0),
+            replies: Mutex::new(VecDeque::new()),
+            default: Mutex::new(default),
+            chat_bodies: Mutex::default(),
+            uploads: Mutex::default(),
+            violations: Mutex::default(),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/audio/transcriptions", post(transcription))
+            .fallback(unexpected)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Stub { addr, state }
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    fn queue(&self, reply: Reply) {
+        self.state.replies.lock().unwrap().push_back(reply);
+    }
+
+    fn set_default(&self, reply: Reply) {
+        *self.state.default.lock().unwrap() = reply;
+    }
+
+    fn chat_bodies(&self) -> Vec<Value> {
+        self.state.chat_bodies.lock().unwrap().clone()
+    }
+
+    fn uploads(&self) -> Vec<Vec<Field>> {
+        self.state.uploads.lock().unwrap().clone()
+    }
+
+    fn assert_clean(&self) {
+        let violations = self.state.violations.lock().unwrap();
+        assert!(
+            violations.is_empty(),
+            "requests broke the contract: {violations:?}"
+        );
+    }
+}
+
+fn violation(state: &StubState, problem: String) -> Response {
+    state.violations.lock().unwrap().push(problem.clone());
+    error_reply(400, &format!("stub: {problem}"))
+}
+
+fn error_reply(status: u16, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}});
+    (StatusCode::from_u16(status).unwrap(), Json(body)).into_response()
+}
+
+/// OpenAI answers a missing or wrong key with 401.
+fn check_auth(state: &StubState, headers: &HeaderMap) -> Option<Response> {
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap().to_string());
+    let want = state.key.as_ref().map(|k| format!("Bearer {k}"));
+    (got != want).then(|| error_reply(401, "Incorrect API key provided"))
+}
+
+async fn reply(state: &StubState) -> Response {
+    let next = state.replies.lock().unwrap().pop_front();
+    let mut reply = next.unwrap_or_else(|| state.default.lock().unwrap().clone());
+    loop {
+        match reply {
+            Reply::Slow(delay, inner) => {
+                tokio::time::sleep(delay).await;
+                reply = *inner;
+            }
+            Reply::Json(body) => return Json(body).into_response(),
+            Reply::Status {
+                status,
+                body,
+                headers,
+            } => {
+                let mut response =
+                    (StatusCode::from_u16(status).unwrap(), Json(body)).into_response();
+                for (name, value) in headers {
+                    response.headers_mut().insert(name, value.parse().unwrap());
+                }
+                return response;
+            }
+        }
+    }
+}
+
+async fn unexpected(State(state): State<Arc<StubState>>, request: Request) -> Response {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let problem = format!("unexpected {} {}", request.method(), request.uri());
+    state.violations.lock().unwrap().push(problem);
+    error_reply(404, "unknown path")
+}
+
+async fn chat(State(state): State<Arc<StubState>>, headers: HeaderMap, body: Bytes) -> Response {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    if let Some(refused) = check_auth(&state, &headers) {
+        return refused;
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type != "application/json" {
+        return violation(&state, format!("content-type '{content_type}'"));
+    }
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return violation(&state, format!("body is not JSON: {e}")),
+    };
+    if let Err(problem) = check_chat_body(&state.model, &body) {
+        return violation(&state, problem);
+    }
+    state.chat_bodies.lock().unwrap().push(body);
+    reply(&state).await
+}
+
+/// The documented request: known fields only, messages with a role and string content,
+/// `response_format` of type `json_schema` with a valid name, a schema and `strict`.
+fn check_chat_body(model: &str, body: &Value) -> Result<(), String> {
+    let object = body.as_object().ok_or("body is not an object")?;
+    for key in object.keys() {
+        let known = [
+            "model",
+            "messages",
+            "max_tokens",
+            "max_completion_tokens",
+            "temperature",
+            "response_format",
+        ];
+        if !known.contains(&key.as_str()) {
+            return Err(format!("unexpected field '{key}'"));
+        }
+    }
+    if body["model"] != model {
+        return Err(format!("model {} instead of '{model}'", body["model"]));
+    }
+    let messages = body["messages"].as_array().ok_or("no messages array")?;
+    if messages.is_empty() {
+        return Err("no messages".into());
+    }
+    for m in messages {
+        let role = m["role"].as_str().unwrap_or("");
+        if !["system", "developer", "user", "assistant"].contains(&role)
+            || !m["content"].is_string()
+        {
+            return Err(format!("bad message {m}"));
+        }
+        if m.as_object().unwrap().len() != 2 {
+            return Err(format!("extra message fields in {m}"));
+        }
+    }
+    for key in ["max_tokens", "max_completion_tokens"] {
+        if let Some(v) = body.get(key) {
+            if !v.is_u64() {
+                return Err(format!("{key} is {v}"));
+            }
+        }
+    }
+    if let Some(format) = body.get("response_format") {
+        if format["type"] != "json_schema" || format.as_object().unwrap().len() != 2 {
+            return Err(format!("response_format {format}"));
+        }
+        let schema = &format["json_schema"];
+        let name = schema["name"].as_str().unwrap_or("");
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !name_ok
+            || !schema["schema"].is_object()
+            || !schema["strict"].is_boolean()
+            || schema.as_object().unwrap().len() != 3
+        {
+            return Err(format!("json_schema {schema}"));
+        }
+    }
+    Ok(())
+}
+
+async fn transcription(State(state): State<Arc<StubState>>, request: Request) -> Response {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    if let Some(refused) = check_auth(&state, request.headers()) {
+        return refused;
+    }
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if !content_type.starts_with("multipart/form-data; boundary=") {
+        return violation(&state, format!("content-type '{content_type}'"));
+    }
+    let mut multipart = match Multipart::from_request(request, &()).await {
+        Ok(m) => m,
+        Err(e) => return violation(&state, format!("not multipart: {e}")),
+    };
+    let mut fields = Vec::new();
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or("").to_string();
+                let file_name = field.file_name().map(Into::into);
+                let content_type = field.content_type().map(Into::into);
+                let data = field.bytes().await.unwrap().to_vec();
+                fields.push(Field {
+                    name,
+                    file_name,
+                    content_type,
+                    data,
+                });
+            }
+            Ok(None) => break,
+            Err(e) => return violation(&state, format!("bad multipart: {e}")),
+        }
+    }
+    if let Err(problem) = check_upload(&state.model, &fields) {
+        return violation(&state, problem);
+    }
+    state.uploads.lock().unwrap().push(fields);
+    reply(&state).await
+}
+
+/// `file` with a file name and bytes; `model`; `response_format=verbose_json`;
+/// `timestamp_granularities[]=segment`; optionally `language`; nothing else, no repeats.
+fn check_upload(model: &str, fields: &[Field]) -> Result<(), String> {
+    let mut names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    names.sort_unstable();
+    let before = names.len();
+    names.dedup();
+    if names.len() != before {
+        return Err(format!("repeated fields in {names:?}"));
+    }
+    let get = |name: &str| fields.iter().find(|f| f.name == name);
+    for f in fields {
+        let known = [
+            "file",
+            "model",
+            "response_format",
+            "timestamp_granularities[]",
+            "language",
+        ];
+        if !known.contains(&f.name.as_str()) {
+            return Err(format!("unexpected field '{}'", f.name));
+        }
+    }
+    let file = get("file").ok_or("no file field")?;
+    if file.file_name.as_deref().unwrap_or("").is_empty() || file.data.is_empty() {
+        return Err("file part without file name or bytes".into());
+    }
+    let text = |name: &str| get(name).map(Field::text);
+    if text("model") != Some(model) {
+        return Err(format!("model {:?}", text("model")));
+    }
+    if text("response_format") != Some("verbose_json") {
+        return Err(format!("response_format {:?}", text("response_format")));
+    }
+    if text("timestamp_granularities[]") != Some("segment") {
+        return Err("timestamp_granularities[] is not 'segment'".into());
+    }
+    Ok(())
+}
+
+// --- documented answers -------------------------------------------------------------
+
+fn completion(content: &str, tokens_in: u64, tokens_out: u64) -> Reply {
+    Reply::Json(json!({
+        "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+        "object": "chat.completion",
+        "created": 1741570283,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content, "refusal": null, "annotations": []},
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": {
+            "prompt_tokens": tokens_in,
+            "completion_tokens": tokens_out,
+            "total_tokens": tokens_in + tokens_out,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}
+        },
+        "service_tier": "default",
+        "system_fingerprint": "fp_06737a9306"
+    }))
+}
+
+fn verbose_transcription() -> Reply {
+    Reply::Json(json!({
+        "task": "transcribe",
+        "language": "english",
+        "duration": 4.2,
+        "text": "Hello there. Please call me back.",
+        "segments": [
+            {"id": 0, "seek": 0, "start": 0.0, "end": 1.6, "text": " Hello there.",
+             "tokens": [50364, 2425, 456, 13, 50444], "temperature": 0.0,
+             "avg_logprob": -0.21, "compression_ratio": 0.9, "no_speech_prob": 0.01},
+            {"id": 1, "seek": 0, "start": 1.6, "end": 4.2, "text": " Please call me back.",
+             "tokens": [50444, 2555, 818, 385, 646, 13, 50574], "temperature": 0.0,
+             "avg_logprob": -0.35, "compression_ratio": 0.9, "no_speech_prob": 0.02}
+        ],
+        "usage": {"type": "duration", "seconds": 5}
+    }))
+}
+
+fn status(status: u16, message: &str) -> Reply {
+    Reply::Status {
+        status,
+        body: json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}}),
+        headers: vec![],
+    }
+}
+
+// --- helpers ------------------------------------------------------------------------
+
+fn config(stub: &Stub, name: &str, model: &str) -> ProviderConfig {
+    ProviderConfig {
+        name: name.into(),
+        base_url: stub.base_url(),
+        api_key_env: None,
+        model: model.into(),
+        timeout_ms: 5_000,
+        ..ProviderConfig::default()
+    }
+}
+
+fn chat_client(stub: &Stub, name: &str, key: Option<&str>) -> Arc<dyn ChatModel> {
+    Arc::new(OpenAiChat::new(&config(stub, name, "gpt-4o-mini"), key).unwrap())
+}
+
+fn question() -> ChatRequest {
+    ChatRequest {
+        messages: vec![
+            ChatMessage::system("Summarize the voice message."),
+            ChatMessage::user("Hello there. Please call me back."),
+        ],
+        max_tokens: Some(100),
+        temperature: Some(0.2),
+        ..ChatRequest::default()
+    }
+}
+
+fn rubric_schema() -> JsonSchema {
+    JsonSchema {
+        name: "fluency_rubric".into(),
+        schema: json!({
+            "type": "object",
+            "properties": {
+                "fluency": {"type": "integer"},
+                "corrections": {"type": "array", "items": {"type": "string"}}
+            },
+            "required": ["fluency", "corrections"],
+            "additionalProperties": false
+        }),
+        strict: true,
+    }
+}
+
+fn breaker(threshold: u32) -> BreakerConfig {
+    BreakerConfig {
+        failure_threshold: threshold,
+        cool_down_ms: 30_000,
+    }
+}
+
+fn voice_note(language: Option<&str>) -> TranscriptionRequest {
+    TranscriptionRequest {
+        audio: bytes::Bytes::from_static(b"OggS\0fake voice note bytes"),
+        file_name: "voice.oga".into(),
+        language: language.map(Into::into),
+    }
+}
+
+// --- chat ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn chat_sends_the_documented_request_and_reads_usage() {
+    let stub = Stub::start(
+        "gpt-4o-mini",
+        Some("sk-test"),
+        completion("Call back.", 27, 4),
+    )
+    .await;
+    let mut cfg = config(&stub, "openai", "gpt-4o-mini");
+    cfg.price_in_per_mtok = 0.15;
+    cfg.price_out_per_mtok = 0.60;
+    let chain = ChatChain::new(
+        vec![Arc::new(OpenAiChat::new(&cfg, Some("sk-test")).unwrap())],
+        BreakerConfig::default(),
+    );
+
+    let served = chain.complete(&question()).await.unwrap();
+
+    assert_eq!(
+        stub.chat_bodies(),
+        vec![json!({
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "Summarize the voice message."},
+                {"role": "user", "content": "Hello there. Please call me back."}
+            ],
+            "max_tokens": 100,
+            "temperature": 0.2
+        })]
+    );
+    assert_eq!(served.value.content, "Call back.");
+    assert_eq!(served.value.json, None);
+    assert_eq!((served.value.tokens_in, served.value.tokens_out), (27, 4));
+    assert_eq!(served.value.model, "gpt-4o-mini-2024-07-18");
+    assert_eq!(
+        (served.provider.as_str(), served.model.as_str()),
+        ("openai", "gpt-4o-mini")
+    );
+    assert!(served.failed.is_empty());
+    let usage = served.usage();
+    assert_eq!((usage.tokens_in, usage.tokens_out), (27, 4));
+    assert!((usage.cost_usd - (27.0 * 0.15 + 4.0 * 0.60) / 1e6).abs() < 1e-12);
+    stub.assert_clean();
+}
+
+#[tokio::test]
+async fn chat_can_send_max_completion_tokens_and_omit_optional_fields() {
+    let stub = Stub::start("o4-mini", None, completion("ok", 1, 1)).await;
+    let mut cfg = config(&stub, "openai", "o4-mini");
+    cfg.max_tokens_field = MaxTokensField::MaxCompletionTokens;
+    let model = OpenAiChat::new(&cfg, None).unwrap();
+    let mut request = question();
+    request.temperature = None;
+    model.complete(&request).await.unwrap();
+    request.max_tokens = None;
+    model.complete(&request).await.unwrap();
+    let bodies = stub.chat_bodies();
+    assert_eq!(bodies[0]["max_completion_tokens"], 100);
+    for body in &bodies {
+        let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert!(
+            !keys
+                .iter()
+                .any(|k| *k == "max_tokens" || *k == "temperature"),
+            "{body}"
+        );
+    }
+    assert!(bodies[1].get("max_completion_tokens").is_none());
+    stub.assert_clean();
+}
+
+#[tokio::test]
+async fn structured_output_sends_the_schema_and_parses_the_answer() {
+    let answer = r#"{"fluency": 7, "corrections": ["call me back"]}"#;
+    let stub = Stub::start("gpt-4o-mini", Some("k"), completion(answer, 50, 12)).await;
+    let model = chat_client(&stub, "openai", Some("k"));
+    let request = ChatRequest {
+        schema: Some(rubric_schema()),
+        ..question()
+    };
+
+    let response = model.complete(&request).await.unwrap();
+
+    assert_eq!(
+        stub.chat_bodies()[0]["response_format"],
+        json!({
+            "type": "json_schema",
+            "json_schema": {
+                "name": "fluency_rubric",
+                "schema": rubric_schema().schema,
+                "strict": true
+            }
+        })
+    );
+    assert_eq!(
+        response.json,
+        Some(json!({"fluency": 7, "corrections": ["call me back"]}))
+    );
+    assert_eq!(response.content, answer);
+    assert_eq!((response.tokens_in, response.tokens_out), (50, 12));
+    stub.assert_clean();
+}
+
+#[tokio::test]
+async fn content_that_is_not_json_is_an_invalid_response() {
+    let stub = Stub::start(
+        "gpt-4o-mini",
+        None,
+        completion("Sure! {\"fluency\": 7", 5, 5),
+    )
+    .await;
+    let model = chat_client(&stub, "openai", None);
+    let request = ChatRequest {
+        schema: Some(rubric_schema()),
+        ..question()
+    };
+    let err = model.complete(&request).await.unwrap_err();
+    assert!(matches!(err, ProviderError::InvalidResponse(_)), "{err:?}");
+    assert!(err.to_string().contains("not valid JSON"), "{err}");
+    assert!(err.is_fallback_worthy());
+
+    // Without a schema the same text is a fine answer.
+    assert!(model.complete(&question()).await.unwrap().json.is_none());
+
+    // A body that is not a completion at all.
+    stub.queue(Reply::Json(json!({"unexpected": true})));
+    let err = model.complete(&question()).await.unwrap_err();
+    assert!(matches!(err, ProviderError::InvalidResponse(_)), "{err:?}");
+    stub.assert_clean();
+}
+
+#[tokio::test]
+async fn refusals_are_invalid_responses() {
+    let stub = Stub::start(
+        "gpt-4o-mini",
+        None,
+        Reply::Json(json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+                "refusal": "I can't help with that."}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}
+        })),
+    )
+    .await;
+    let err = chat_client(&stub, "openai", None)
+        .complete(&question())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+}
+
+#[tokio::test]
+async fn rate_limit_falls_back_to_the_next_provider() {
+    let first = Stub::start("gpt-4o-mini", Some("a"), completion("from first", 1, 1)).await;
+    first.queue(Reply::Status {
+        status: 429,
+        body: json!({"error": {"message": "Rate limit reached for requests", "type": "requests", "param": null, "code": "rate_limit_exceeded"}}),
+        headers: vec![("retry-after", "7")],
+    });
+    let second = Stub::start("gpt-4o-mini", Some("b"), completion("from second", 3, 2)).await;
+    let chain = ChatChain::new(
+        vec![
+            chat_client(&first, "first", Some("a")),
+            chat_client(&second, "second", Some("b")),
+        ],
+        BreakerConfig::default(),
+    );
+
+    let served = chain.complete(&question()).await.unwrap();
+    assert_eq!(served.provider, "second");
+    assert_eq!(served.value.content, "from second");
+    assert_eq!(served.failed.len(), 1);
+    assert_eq!(served.failed[0].provider, "first");
+    assert_eq!(
+        served.failed[0].error,
+        ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(7)),
+            message: "Rate limit reached for requests".into()
+        }
+    );
+    assert_eq!((first.hits(), second.hits()), (1, 1));
+
+    // One failure does not open the breaker: the first provider serves again.
+    let served = chain.complete(&question()).await.unwrap();
+    assert_eq!(served.provider, "first");
+    assert_eq!((first.hits(), second.hits()), (2, 1));
+    first.assert_clean();
+    second.assert_clean();
+}
+
+#[tokio::test]
+async fn server_errors_and_refused_keys_fall_back() {
+    let broken = Stub::start("gpt-4o-mini", None, status(500, "The server had an error")).await;
+    let wrong_key = Stub::start("gpt-4o-mini", Some("right"), completion("x", 1, 1)).await;
+    let good = Stub::start("gpt-4o-mini", None, completion("ok", 1, 1)).await;
+    let chain = ChatChain::new(
+        vec![
+            chat_client(&broken, "broken", None),
+            chat_client(&wrong_key, "wrong-key", Some("wrong")),
+            chat_client(&good, "good", None),
+        ],
+        BreakerConfig::default(),
+    );
+    let served = chain.complete(&question()).await.unwrap();
+    assert_eq!(served.provider, "good");
+    let errors: Vec<_> = served.failed.iter().map(|a| a.error.clone()).collect();
+    assert_eq!(
+        errors,
+        vec![
+            ProviderError::Server {
+                status: 500,
+                message: "The server had an error".into()
+            },
+            ProviderError::Client {
+                status: 401,
+                message: "Incorrect API key provided".into()
+            },
+        ]
+    );
+    broken.assert_clean();
+    good.assert_clean();
+}
+
+#[tokio::test]
+async fn a_timeout_falls_back_quickly() {
+    let slow = Stub::start(
+        "gpt-4o-mini",
+        None,
+        Reply::Slow(Duration::from_secs(5), Box::new(completion("late", 1, 1))),
+    )
+    .await;
+    let fast = Stub::start("gpt-4o-mini", None, completion("fast", 1, 1)).await;
+    let mut slow_config = config(&slow, "slow", "gpt-4o-mini");
+    slow_config.timeout_ms = 100;
+    let chain = ChatChain::new(
+        vec![
+            Arc::new(OpenAiChat::new(&slow_config, None).unwrap()),
+            chat_client(&fast, "fast", None),
+        ],
+        BreakerConfig::default(),
+    );
+
+    let started = Instant::now();
+    let served = chain.complete(&question()).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(served.provider, "fast");
+    assert_eq!(
+        served.failed[0].error,
+        ProviderError::Timeout {
+            after: Duration::from_millis(100)
+        }
+    );
+    assert_eq!(slow.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_bad_request_does_not_fall_back() {
+    let first = Stub::start(
+        "gpt-4o-mini",
+        None,
+        status(400, "Invalid schema for response_format 'x'"),
+    )
+    .await;
+    let second = Stub::start("gpt-4o-mini", None, completion("never", 1, 1)).await;
+    let chain = ChatChain::new(
+        vec![
+            chat_client(&first, "first", None),
+            chat_client(&second, "second", None),
+        ],
+        BreakerConfig::default(),
+    );
+    let err = chain.complete(&question()).await.unwrap_err();
+    assert_eq!(second.hits(), 0);
+    assert_eq!(
+        err.last(),
+        Some(&ProviderError::Client {
+            status: 400,
+            message: "Invalid schema for response_format 'x'".into()
+        })
+    );
+    assert!(!err.is_transient());
+    assert_eq!(err.code(), "provider-request-refused");
+    assert!(err.to_string().contains("Invalid schema"), "{err}");
+    // Our own bad request says nothing about the provider's health.
+    for _ in 0..5 {
+        chain.complete(&question()).await.unwrap_err();
+    }
+    assert_eq!(
+        chain.breaker("first").unwrap().state(),
+        BreakerState::Closed
+    );
+    assert_eq!(first.hits(), 6);
+}
+
+#[tokio::test]
+async fn when_all_fail_the_error_lists_every_attempt() {
+    let first = Stub::start("gpt-4o-mini", None, status(503, "overloaded")).await;
+    let second = Stub::start("gpt-4o-mini", None, status(502, "bad gateway")).await;
+    let chain = ChatChain::new(
+        vec![
+            chat_client(&first, "first", None),
+            chat_client(&second, "second", None),
+        ],
+        BreakerConfig::default(),
+    );
+    let err = chain.complete(&question()).await.unwrap_err();
+    assert_eq!(err.attempts.len(), 2);
+    assert!(err.is_transient());
+    assert_eq!(err.code(), "provider-server-error");
+    assert_eq!(
+        err.to_string(),
+        "all 2 providers failed: 'first' (gpt-4o-mini): server error 503: overloaded; \
+         'second' (gpt-4o-mini): server error 502: bad gateway"
+    );
+
+    let empty = ChatChain::new(vec![], BreakerConfig::default());
+    let err = empty.complete(&question()).await.unwrap_err();
+    assert_eq!(err.to_string(), "no provider is configured");
+    assert_eq!(err.code(), "no-provider");
+}
+
+#[tokio::test]
+async fn the_breaker_stops_calling_a_failing_provider_and_retries_after_the_cool_down() {
+    let flaky = Stub::start("gpt-4o-mini", None, status(500, "down")).await;
+    let backup = Stub::start("gpt-4o-mini", None, completion("backup", 1, 1)).await;
+    let clock = Arc::new(ManualClock::new());
+    let chain = ChatChain::with_clock(
+        vec![
+            chat_client(&flaky, "flaky", None),
+            chat_client(&backup, "backup", None),
+        ],
+        breaker(3),
+        clock.clone(),
+    );
+
+    for call in 1..=6 {
+        let served = chain.complete(&question()).await.unwrap();
+        assert_eq!(served.provider, "backup");
+        if call > 3 {
+            assert_eq!(
+                served.failed[0].error,
+                ProviderError::CircuitOpen {
+                    provider: "flaky".into()
+                }
+            );
+        }
+    }
+    assert_eq!(flaky.hits(), 3, "calls reached an open breaker");
+    assert_eq!(chain.breaker("flaky").unwrap().state(), BreakerState::Open);
+
+    // After the cool-down one trial goes through; it fails, so the breaker opens again.
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(
+        chain.breaker("flaky").unwrap().state(),
+        BreakerState::HalfOpen
+    );
+    chain.complete(&question()).await.unwrap();
+    assert_eq!(flaky.hits(), 4);
+    chain.complete(&question()).await.unwrap();
+    assert_eq!(flaky.hits(), 4);
+    assert_eq!(chain.breaker("flaky").unwrap().state(), BreakerState::Open);
+
+    // The provider recovers: the next trial succeeds and closes the breaker.
+    flaky.set_default(completion("flaky is back", 1, 1));
+    clock.advance(Duration::from_secs(30));
+    let served = chain.complete(&question()).await.unwrap();
+    assert_eq!(served.provider, "flaky");
+    assert!(served.failed.is_empty());
+    assert_eq!(
+        chain.breaker("flaky").unwrap().state(),
+        BreakerState::Closed
+    );
+    chain.complete(&question()).await.unwrap();
+    assert_eq!((flaky.hits(), backup.hits()), (6, 8));
+    flaky.assert_clean();
+    backup.assert_clean();
+}
+
+#[tokio::test]
+async fn keys_come_from_the_named_environment_variable() {
+    let stub = Stub::start("gpt-4o-mini", Some("sk-from-env"), completion("ok", 1, 1)).await;
+    let mut cfg = config(&stub, "openai", "gpt-4o-mini");
+    cfg.api_key_env = Some("VOXQ_TEST_PROVIDERS_KEY_PRESENT".into());
+    std::env::set_var("VOXQ_TEST_PROVIDERS_KEY_PRESENT", "sk-from-env");
+    let model = chat_model(&cfg).unwrap();
+    assert_eq!(model.name(), "openai");
+    model.complete(&question()).await.unwrap();
+
+    cfg.api_key_env = Some("VOXQ_TEST_PROVIDERS_KEY_ABSENT".into());
+    let err = OpenAiChat::from_config(&cfg).unwrap_err();
+    assert_eq!(err.code(), "provider-misconfigured");
+    assert!(
+        err.to_string().contains("VOXQ_TEST_PROVIDERS_KEY_ABSENT"),
+        "{err}"
+    );
+    // The key never shows in debug output.
+    assert!(
+        !format!("{:?}", OpenAiChat::new(&cfg, Some("sk-secret")).unwrap()).contains("sk-secret")
+    );
+    stub.assert_clean();
+}
+
+#[test]
+fn provider_config_deserializes_with_defaults() {
+    let cfg: ProviderConfig = serde_json::from_str(
+        r#"{"name": "groq", "base_url": "https://api.groq.com/openai/v1",
+            "api_key_env": "GROQ_API_KEY", "model": "whisper-large-v3-turbo",
+            "kind": "openai-compatible", "price_per_audio_minute": 0.000667}"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.timeout_ms, 30_000);
+    assert_eq!(cfg.max_tokens_field, MaxTokensField::MaxTokens);
+    assert_eq!(cfg.price().audio_cost_usd(90.0), 0.000667 * 1.5);
+    let round_trip: ProviderConfig =
+        serde_json::from_value(serde_json::to_value(&cfg).unwrap()).unwrap();
+    assert_eq!(round_trip, cfg);
+    assert!(serde_json::from_str::<ProviderConfig>(r#"{"api_key": "sk-x"}"#).is_err());
+}
+
+// --- transcription ------------------------------------------------------------------
+
+#[tokio::test]
+async fn transcription_sends_the_documented_multipart_form() {
+    let stub = Stub::start("whisper-1", Some("sk-t"), verbose_transcription()).await;
+    let model =
+        OpenAiTranscriber::new(&config(&stub, "openai", "whisper-1"), Some("sk-t")).unwrap();
+
+    let transcript = model.transcribe(&voice_note(Some("en"))).await.unwrap();
+
+    let uploads = stub.uploads();
+    let fields = &uploads[0];
+    let field = |name: &str| fields.iter().find(|f| f.name == name).unwrap();
+    assert_eq!(field("file").file_name.as_deref(), Some("voice.ogg"));
+    assert_eq!(field("file").content_type.as_deref(), Some("audio/ogg"));
+    assert_eq!(field("file").data, b"OggS\0fake voice note bytes");
+    assert_eq!(field("model").text(), "whisper-1");
+    assert_eq!(field("response_format").text(), "verbose_json");
+    assert_eq!(field("timestamp_granularities[]").text(), "segment");
+    assert_eq!(field("language").text(), "en");
+
+    assert_eq!(transcript.text, "Hello there. Please call me back.");
+    assert_eq!(transcript.language, "en");
+    assert_eq!(transcript.duration_s, 4.2);
+    assert_eq!(transcript.segments.len(), 2);
+    let second = &transcript.segments[1];
+    assert_eq!((second.start, second.end), (1.6, 4.2));
+    assert_eq!(second.text, "Please call me back.");
+    assert_eq!((second.avg_logprob, second.no_speech_prob), (-0.35, 0.02));
+    stub.assert_clean();
+}
+
+#[tokio::test]
+async fn transcription_detects_language_and_tolerates_plain_answers() {
+    let stub = Stub::start("whisper-large-v3", None, verbose_transcription()).await;
+    let model = OpenAiTranscriber::new(&config(&stub, "local", "whisper-large-v3"), None).unwrap();
+
+    let detected = model.transcribe(&voice_note(None)).await.unwrap();
+    assert_eq!(
+        detected.language, "en",
+        "the language name maps to its code"
+    );
+    assert!(stub.uploads()[0].iter().all(|f| f.name != "language"));
+
+    stub.queue(Reply::Json(json!({"text": " Just the text."})));
+    let plain = model.transcribe(&voice_note(None)).await.unwrap();
+    assert_eq!(plain.text, "Just the text.");
+    assert!(plain.segments.is_empty());
+    assert_eq!((plain.language.as_str(), plain.duration_s), ("", 0.0));
+    stub.assert_clean();
+}
+
+#[tokio::test]
+async fn transcriber_chain_falls_back_and_prices_audio_minutes() {
+    let down = Stub::start("whisper-1", None, status(503, "Service Unavailable")).await;
+    let up = Stub::start("whisper-large-v3-turbo", None, verbose_transcription()).await;
+    let mut up_config = config(&up, "groq", "whisper-large-v3-turbo");
+    up_config.price_per_audio_minute = 0.04;
+    let providers: Vec<Arc<dyn Transcriber>> = vec![
+        Arc::new(OpenAiTranscriber::new(&config(&down, "openai", "whisper-1"), None).unwrap()),
+        Arc::new(OpenAiTranscriber::new(&up_config, None).unwrap()),
+    ];
+    let chain = TranscriberChain::new(providers, BreakerConfig::default());
+
+    let served = chain.transcribe(&voice_note(None)).await.unwrap();
+    assert_eq!(
+        (served.provider.as_str(), served.model.as_str()),
+        ("groq", "whisper-large-v3-turbo")
+    );
+    assert_eq!(served.failed[0].error.code(), "provider-server-error");
+    let usage = served.usage();
+    assert_eq!(usage.provider, "groq");
+    assert!((usage.cost_usd - 4.2 / 60.0 * 0.04).abs() < 1e-12);
+    assert_eq!((down.hits(), up.hits()), (1, 1));
+    down.assert_clean();
+    up.assert_clean();
+}
