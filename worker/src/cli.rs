@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod decode;
+mod run;
 mod transcribe;
 
 #[derive(Debug, Parser)]
@@ -25,21 +26,37 @@ enum Command {
     Transcribe(transcribe::Args),
     /// Decode and resample files only, reporting speed (for benchmarks).
     Decode(decode::Args),
+    /// Process jobs from the Redis queue (configured by VOXQ_* variables) until SIGTERM.
+    Run(run::Args),
 }
 
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VOXQ_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+pub fn init_tracing(service: bool) {
+    // The service logs job progress by default; local mode prints only errors.
+    let default = if service { "info" } else { "error" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VOXQ_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if service {
+            "info,symphonia=warn"
+        } else {
+            default
+        })
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
 }
 
+impl Cli {
+    pub fn is_service(&self) -> bool {
+        matches!(self.command, Command::Run(_))
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Transcribe(args) => transcribe::run(args),
         Command::Decode(args) => decode::run(args),
+        Command::Run(args) => run::run(args),
     }
 }
 

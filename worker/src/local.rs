@@ -8,9 +8,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
 use shared::audio::{Audio, DecodeError};
-use shared::domain::Transcript;
+use shared::domain::{JobResult, StageUsage, Transcript, Usage};
 
 use crate::stage::decode::DecodeStage;
+use crate::stage::score::ScoreStage;
 use crate::stage::transcribe::TranscribeStage;
 
 /// File endings picked up when a directory is given.
@@ -18,18 +19,6 @@ const AUDIO_EXTENSIONS: &[&str] = &[
     "ogg", "oga", "opus", "webm", "weba", "mka", "mkv", "m4a", "mp4", "aac", "mp3", "flac", "wav",
     "wave", "caf",
 ];
-
-/// A readable message from an error and its causes: "cannot read the audio: No such file".
-fn message(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
 
 /// Why one file produced no transcript: a stable code and a readable message.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +31,8 @@ pub struct FileError {
 #[derive(Debug, Clone)]
 pub struct FileOutcome {
     pub file: PathBuf,
-    pub result: Result<Transcript, FileError>,
+    /// The transcript with its scores and usage; the summary is added by the caller.
+    pub result: Result<JobResult, FileError>,
 }
 
 /// Expands the given paths: files as given, directories recursively (audio endings
@@ -94,6 +84,7 @@ pub fn transcribe_files(
     files: &[PathBuf],
     decode: &DecodeStage,
     transcribe: &TranscribeStage,
+    score: &ScoreStage,
     mut emit: impl FnMut(FileOutcome),
 ) {
     let batch_size = transcribe.batch_size();
@@ -116,7 +107,7 @@ pub fn transcribe_files(
             let decoded_rx = Arc::clone(&decoded_rx);
             scope.spawn(move || loop {
                 let (batch, finished) = next_batch(&decoded_rx, batch_size);
-                for outcome in process(batch, transcribe) {
+                for outcome in process(batch, transcribe, score) {
                     if done_tx.send(outcome).is_err() {
                         return;
                     }
@@ -159,16 +150,23 @@ fn next_batch(rx: &Mutex<mpsc::Receiver<Decoded>>, batch_size: usize) -> (Vec<De
     }
 }
 
-fn process(batch: Vec<Decoded>, transcribe: &TranscribeStage) -> Vec<(usize, FileOutcome)> {
+fn process(
+    batch: Vec<Decoded>,
+    transcribe: &TranscribeStage,
+    score: &ScoreStage,
+) -> Vec<(usize, FileOutcome)> {
     let audios: Vec<&Audio> = batch
         .iter()
         .filter_map(|(_, _, r)| r.as_ref().ok())
         .collect();
+    let started = std::time::Instant::now();
     let transcripts = if audios.is_empty() {
         Vec::new()
     } else {
         transcribe.run_batch(&audios)
     };
+    // A batch is one model call: its time is shared equally by its recordings.
+    let transcribe_ms = started.elapsed().as_secs_f64() * 1e3 / audios.len().max(1) as f64;
     let mut transcripts = transcripts.into_iter();
     batch
         .into_iter()
@@ -176,13 +174,13 @@ fn process(batch: Vec<Decoded>, transcribe: &TranscribeStage) -> Vec<(usize, Fil
             let result = match decoded {
                 Err(e) => Err(FileError {
                     code: e.code().to_string(),
-                    message: message(&e),
+                    message: shared::error_chain(&e),
                 }),
-                Ok(_) => match transcripts.next() {
-                    Some(Ok(t)) => Ok(t),
+                Ok(audio) => match transcripts.next() {
+                    Some(Ok(t)) => Ok(scored(t, &audio, score, transcribe_ms)),
                     Some(Err(e)) => Err(FileError {
                         code: e.code().to_string(),
-                        message: message(&e),
+                        message: shared::error_chain(&e),
                     }),
                     None => Err(FileError {
                         code: "inference-failed".into(),
@@ -196,4 +194,41 @@ fn process(batch: Vec<Decoded>, transcribe: &TranscribeStage) -> Vec<(usize, Fil
             (i, FileOutcome { file, result })
         })
         .collect()
+}
+
+/// The local result of one recording: its transcript, scores and usage.
+fn scored(
+    transcript: Transcript,
+    audio: &Audio,
+    score: &ScoreStage,
+    transcribe_ms: f64,
+) -> JobResult {
+    let started = std::time::Instant::now();
+    let scores = score.run(audio, &transcript);
+    let mut usage = Usage::new();
+    usage.insert(
+        "transcribe".into(),
+        StageUsage {
+            provider: "local".into(),
+            model: "whisper".into(),
+            cpu_ms: transcribe_ms,
+            ..StageUsage::default()
+        },
+    );
+    usage.insert(
+        "score".into(),
+        StageUsage {
+            provider: "local".into(),
+            model: "signal".into(),
+            cpu_ms: started.elapsed().as_secs_f64() * 1e3,
+            ..StageUsage::default()
+        },
+    );
+    JobResult {
+        transcript,
+        scores: Some(scores),
+        summary: None,
+        rubric: None,
+        usage,
+    }
 }

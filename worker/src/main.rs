@@ -8,7 +8,7 @@ mod cli;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_tracing();
+    cli::init_tracing(args.is_service());
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

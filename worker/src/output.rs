@@ -40,12 +40,15 @@ impl<W: Write> Writer<W> {
         match self.format {
             Format::Jsonl => {
                 let line = match &o.result {
-                    Ok(t) => json!({
+                    Ok(r) => json!({
                         "file": file,
-                        "text": t.text,
-                        "language": t.language,
-                        "duration_s": t.duration_s,
-                        "segments": t.segments,
+                        "text": r.transcript.text,
+                        "language": r.transcript.language,
+                        "duration_s": r.transcript.duration_s,
+                        "segments": r.transcript.segments,
+                        "scores": r.scores,
+                        "summary": r.summary,
+                        "usage": r.usage,
                         "error": null,
                     }),
                     Err(e) => json!({
@@ -54,6 +57,9 @@ impl<W: Write> Writer<W> {
                         "language": null,
                         "duration_s": null,
                         "segments": [],
+                        "scores": null,
+                        "summary": null,
+                        "usage": {},
                         "error": e.message,
                         "error_code": e.code,
                     }),
@@ -65,10 +71,10 @@ impl<W: Write> Writer<W> {
                     writeln!(self.out, "==> {file} <==")?;
                 }
                 match &o.result {
-                    Ok(t) => match self.format {
-                        Format::Text => writeln!(self.out, "{}", t.text)?,
-                        Format::Srt => write!(self.out, "{}", srt(t))?,
-                        _ => write!(self.out, "{}", vtt(t))?,
+                    Ok(r) => match self.format {
+                        Format::Text => writeln!(self.out, "{}", r.transcript.text)?,
+                        Format::Srt => write!(self.out, "{}", srt(&r.transcript))?,
+                        _ => write!(self.out, "{}", vtt(&r.transcript))?,
                     },
                     Err(e) => writeln!(self.out, "error ({}): {}", e.code, e.message)?,
                 }
@@ -140,21 +146,38 @@ fn table(rows: &[FileOutcome]) -> String {
         .unwrap_or(4)
         .max(4);
     let mut s = format!(
-        "{:<width$}  {:>7}  {:<4}  TEXT\n",
-        "FILE", "SECONDS", "LANG"
+        "{:<width$}  {:>7}  {:<4}  {:>3}  {:<22}  TEXT\n",
+        "FILE", "SECONDS", "LANG", "Q", "FLAGS"
     );
+    let mut summaries = String::new();
     for o in rows {
-        let (secs, lang, text) = match &o.result {
-            Ok(t) => (
-                format!("{:.1}", t.duration_s),
-                t.language.clone(),
-                if t.text.is_empty() {
-                    "(no speech)".to_string()
-                } else {
-                    t.text.clone()
-                },
-            ),
+        let (secs, lang, quality, flags, text) = match &o.result {
+            Ok(r) => {
+                let t = &r.transcript;
+                if let Some(summary) = &r.summary {
+                    summaries.push_str(&format!("  {}: {}\n", name(o), summary.text));
+                }
+                (
+                    format!("{:.1}", t.duration_s),
+                    t.language.clone(),
+                    r.scores
+                        .as_ref()
+                        .map_or("-".into(), |s| s.quality.to_string()),
+                    r.scores
+                        .as_ref()
+                        .map(|s| s.flags.join(","))
+                        .filter(|f| !f.is_empty())
+                        .unwrap_or_else(|| "-".into()),
+                    if t.text.is_empty() {
+                        "(no speech)".to_string()
+                    } else {
+                        t.text.clone()
+                    },
+                )
+            }
             Err(e) => (
+                "-".into(),
+                "-".into(),
                 "-".into(),
                 "-".into(),
                 format!("ERROR {}: {}", e.code, e.message),
@@ -166,9 +189,13 @@ fn table(rows: &[FileOutcome]) -> String {
             text
         };
         s.push_str(&format!(
-            "{:<width$}  {secs:>7}  {lang:<4}  {shown}\n",
+            "{:<width$}  {secs:>7}  {lang:<4}  {quality:>3}  {flags:<22}  {shown}\n",
             name(o)
         ));
+    }
+    if !summaries.is_empty() {
+        s.push_str("\nSummaries (local, extractive unless a chat model is configured):\n");
+        s.push_str(&summaries);
     }
     s
 }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use ct2rs::sys::{ComputeType, Config, Device, Whisper};
 
+pub(crate) use self::decoding::compression_ratio;
 use self::mel::MelFrontEnd;
 pub use self::options::{DecodeOptions, EngineConfig};
 use self::tokenizer::Tokenizer;

@@ -339,8 +339,10 @@ fn bad_input_fails_per_file_and_the_run_goes_on() {
     let truncated = by_name["truncated.ogg"];
     if truncated["error"].is_null() {
         let text = truncated["text"].as_str().unwrap();
+        // Case and punctuation may vary: a cut-off window can go through the
+        // temperature fallback, which samples.
         assert!(
-            text.starts_with("Hey team"),
+            text.to_lowercase().contains("quick update on the website"),
             "the decoded part is transcribed: {text}"
         );
     }

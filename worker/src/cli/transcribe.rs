@@ -7,9 +7,17 @@ use std::process::ExitCode;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shared::audio::DecodeLimits;
+use std::sync::Arc;
+use std::time::Duration;
 use voxq_worker::local;
 use voxq_worker::output::{Format, Writer};
+
+use shared::cache::MemoryCache;
+use shared::domain::{ModelTier, SummaryMode};
+use shared::providers::ChatTiers;
 use voxq_worker::stage::decode::DecodeStage;
+use voxq_worker::stage::score::{ScoreConfig, ScoreStage};
+use voxq_worker::stage::summarize::{SummarizeStage, SummaryPolicy};
 use voxq_worker::stage::transcribe::TranscribeStage;
 use voxq_worker::whisper::{DecodeOptions, EngineConfig};
 
@@ -92,7 +100,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut writer = Writer::new(stdout, args.format, files.len() > 1);
     let mut failed = 0usize;
     let mut io_error = None;
-    local::transcribe_files(&files, &decode, &transcribe, |outcome| {
+    let score = ScoreStage::new(ScoreConfig::default());
+    // Key-free default: no chat model, so summaries are local (extractive) or none.
+    let summarize = SummarizeStage::new(
+        SummaryPolicy::default(),
+        ChatTiers::default(),
+        Arc::new(MemoryCache::default()),
+        Duration::from_secs(3600),
+    );
+    local::transcribe_files(&files, &decode, &transcribe, &score, |mut outcome| {
+        if let Ok(result) = &mut outcome.result {
+            let text = result.transcript.text.clone();
+            let summary = futures::executor::block_on(summarize.run(
+                &text,
+                SummaryMode::Auto,
+                ModelTier::Cheap,
+            ));
+            result.summary = summary.summary;
+            result.usage.insert("summarize".into(), summary.usage);
+        }
         failed += usize::from(outcome.result.is_err());
         progress.inc(1);
         if let Err(e) = writer.write(outcome) {

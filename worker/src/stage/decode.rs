@@ -26,3 +26,11 @@ impl DecodeStage {
         Ok(audio)
     }
 }
+
+impl DecodeStage {
+    /// Decodes an in-memory file; `hint_ext` is its extension, if known.
+    pub fn run_bytes(&self, bytes: Vec<u8>, hint_ext: Option<&str>) -> Result<Audio, DecodeError> {
+        let _span = tracing::info_span!("decode", bytes = bytes.len()).entered();
+        audio::decode_bytes(bytes, hint_ext, &self.limits)
+    }
+}

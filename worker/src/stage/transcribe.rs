@@ -36,6 +36,23 @@ impl TranscribeStage {
         self.engine.replicas()
     }
 
+    /// Transcribes one recording with per-job options (language).
+    pub fn run_one(
+        &self,
+        audio: &Audio,
+        options: &DecodeOptions,
+    ) -> Result<Transcript, EngineError> {
+        let _span = tracing::info_span!("transcribe", duration_s = audio.duration_s()).entered();
+        catch_unwind(AssertUnwindSafe(|| {
+            self.engine.transcribe(&audio.samples, options)
+        }))
+        .unwrap_or_else(|panic| {
+            Err(EngineError::Inference {
+                detail: panic_detail(&*panic),
+            })
+        })
+    }
+
     /// Transcribes a batch of decoded recordings; one result per input, in order.
     /// A panic inside the engine fails this batch's recordings, never the process.
     pub fn run_batch(&self, audios: &[&Audio]) -> Vec<Result<Transcript, EngineError>> {
@@ -45,11 +62,7 @@ impl TranscribeStage {
             self.engine.transcribe_batch(&inputs, &self.options)
         }))
         .unwrap_or_else(|panic| {
-            let detail = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "engine panicked".into());
+            let detail = panic_detail(&*panic);
             audios
                 .iter()
                 .map(|_| {
@@ -60,4 +73,12 @@ impl TranscribeStage {
                 .collect()
         })
     }
+}
+
+fn panic_detail(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "engine panicked".into())
 }

@@ -1,0 +1,138 @@
+//! The enqueue sweeper: PostgreSQL is the source of truth for jobs, Redis only carries
+//! their ids. Every `sweep_interval_ms` this pushes
+//! - queued jobs that never reached Redis (the API could not push them), and
+//! - queued jobs pushed more than `requeue_after_s` ago whose queue task is gone (Redis
+//!   restarted without persistence) or dead (apalis gave up re-delivering it while
+//!   PostgreSQL was down), and
+//! - processing jobs their worker stopped touching (the run was cancelled, e.g. when a
+//!   Redis failure ended the lane worker, and Redis lost the task).
+//!
+//! Each pass first promotes due tasks in chunks (`shared::queue::promote_due`), so a
+//! large backlog never reaches apalis-redis's unchunked promotion. It also vacuums the
+//! queue records of tasks finished more than `queue_retention_s` ago.
+//!
+//! Every worker runs one; pushes are idempotent by task id, so several sweepers do no harm.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis_redis::ConnectionManager;
+use shared::config::Config;
+use shared::db::QueuedJob;
+use shared::queue::{self, JobQueue};
+use sqlx::PgPool;
+
+const BATCH: i64 = 1_000;
+
+pub async fn run(db: PgPool, queue: JobQueue, conn: ConnectionManager, config: Arc<Config>) {
+    let every = Duration::from_millis(config.sweep_interval_ms.max(100));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Finished tasks are vacuumed every `queue_retention_s / 10` (at least every sweep).
+    let vacuum_every = Duration::from_secs(config.queue_retention_s / 10).max(every);
+    let mut last_vacuum = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        for lane in shared::domain::Lane::ALL {
+            let mut c = conn.clone();
+            match shared::queue::promote_due(&mut c, &config, lane).await {
+                Ok(n) if n > 1_000 => tracing::info!(
+                    lane = lane.as_str(),
+                    promoted = n,
+                    "promoted a large backlog in chunks"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "promotion failed; next time"),
+            }
+        }
+        if let Err(e) = sweep(&db, &queue, conn.clone(), &config).await {
+            tracing::debug!(error = %e, "sweep failed; next time");
+        }
+        if last_vacuum.elapsed() >= vacuum_every {
+            last_vacuum = tokio::time::Instant::now();
+            let retention = Duration::from_secs(config.queue_retention_s);
+            for lane in shared::domain::Lane::ALL {
+                let mut c = conn.clone();
+                match shared::queue::vacuum(&mut c, &config, lane, retention).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        lane = lane.as_str(),
+                        removed = n,
+                        "vacuumed finished queue tasks"
+                    ),
+                    Err(e) => tracing::debug!(error = %e, "vacuum failed; next time"),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Db(#[from] shared::db::DbError),
+    #[error(transparent)]
+    Queue(#[from] shared::queue::QueueError),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+/// One pass; returns how many jobs were pushed.
+pub async fn sweep(
+    db: &PgPool,
+    queue: &JobQueue,
+    mut conn: ConnectionManager,
+    config: &Config,
+) -> Result<usize, SweepError> {
+    let stale = Duration::from_secs(config.requeue_after_s);
+    // A worker touches its jobs every heartbeat; twice the orphan timeout without a
+    // touch means the run is gone.
+    let abandoned =
+        Duration::from_secs(config.heartbeat_interval_s * config.missed_heartbeats as u64 * 2);
+    let jobs = shared::db::jobs_to_enqueue(db, stale, abandoned, BATCH).await?;
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let mut fresh = Vec::new();
+    let mut pushed = 0;
+    for job in &jobs {
+        let lane_cfg = queue::lane_config(config, job.lane, 1);
+        let task = queue::task_id(job.id, job.attempts).to_string();
+        let meta_key = format!("{}:{task}", lane_cfg.job_meta_hash());
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&meta_key)
+            .query_async(&mut conn)
+            .await?;
+        if !exists {
+            fresh.push(*job);
+            continue;
+        }
+        let dead: bool = redis::cmd("SISMEMBER")
+            .arg(lane_cfg.dead_jobs_set())
+            .arg(&task)
+            .query_async(&mut conn)
+            .await?;
+        let done: bool = redis::cmd("SISMEMBER")
+            .arg(lane_cfg.done_jobs_set())
+            .arg(&task)
+            .query_async(&mut conn)
+            .await?;
+        if dead || done || job.abandoned {
+            // The task id is used up: push this run again under a new one.
+            queue.push_again(job.id, job.lane, job.attempts).await?;
+            pushed += 1;
+        }
+    }
+    queue.push_many(&fresh).await?;
+    pushed += fresh.len();
+    let ids: Vec<_> = jobs.iter().map(|j: &QueuedJob| j.id).collect();
+    shared::db::mark_enqueued(db, &ids).await?;
+    for job in jobs.iter().filter(|j| j.abandoned) {
+        tracing::warn!(job = %job.id, "processing job abandoned by its worker; enqueued again");
+        shared::db::touch_job(db, job.id).await?;
+    }
+    if pushed > 0 {
+        tracing::info!(pushed, "sweeper enqueued jobs missing from Redis");
+    }
+    Ok(pushed)
+}

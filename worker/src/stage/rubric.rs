@@ -1,0 +1,145 @@
+//! Rubric stage: the chat model scores a transcript against a named rubric, answering in
+//! a strict JSON schema. Rubrics: `language_learner` (fluency, grammar, vocabulary 0–10
+//! and short corrections) and `support` (urgency, sentiment, topic).
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use shared::domain::{ModelTier, StageUsage};
+use shared::providers::{ChatMessage, ChatRequest, ChatTiers, JsonSchema};
+
+/// Version of the prompts and schemas below.
+pub const RUBRIC_VERSION: &str = "rubric-v1";
+
+/// The instructions and schema of a rubric, if it exists.
+pub fn rubric(name: &str) -> Option<(&'static str, JsonSchema)> {
+    let score = json!({"type": "integer", "minimum": 0, "maximum": 10});
+    match name {
+        "language_learner" => Some((
+            "You assess a language learner's spoken message from its transcript. Score \
+             fluency, grammar and vocabulary from 0 to 10 and list at most five short \
+             corrections (\"said X, say Y\"). Judge only what the transcript shows.",
+            JsonSchema {
+                name: "language_learner".into(),
+                schema: json!({
+                    "type": "object",
+                    "properties": {
+                        "fluency": score,
+                        "grammar": score,
+                        "vocabulary": score,
+                        "corrections": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
+                        "comment": {"type": "string"}
+                    },
+                    "required": ["fluency", "grammar", "vocabulary", "corrections", "comment"],
+                    "additionalProperties": false
+                }),
+                strict: true,
+            },
+        )),
+        "support" => Some((
+            "You triage a customer's voice message to a support team from its transcript: \
+             how urgent it is, the caller's sentiment, and the topic in a few words.",
+            JsonSchema {
+                name: "support".into(),
+                schema: json!({
+                    "type": "object",
+                    "properties": {
+                        "urgency": {"type": "string", "enum": ["low", "medium", "high", "critical"]},
+                        "sentiment": {"type": "string", "enum": ["negative", "neutral", "positive"]},
+                        "topic": {"type": "string"}
+                    },
+                    "required": ["urgency", "sentiment", "topic"],
+                    "additionalProperties": false
+                }),
+                strict: true,
+            },
+        )),
+        _ => None,
+    }
+}
+
+pub struct RubricStage {
+    chat: ChatTiers,
+}
+
+impl RubricStage {
+    pub fn new(chat: ChatTiers) -> Self {
+        Self { chat }
+    }
+
+    /// The rubric's JSON answer and the usage; on failure a JSON
+    /// `{"error": {"code", "message"}}` in its place (the transcript still stands).
+    pub async fn run(&self, name: &str, text: &str, tier: ModelTier) -> (Value, StageUsage) {
+        let started = Instant::now();
+        let failed = |code: &str, message: String| {
+            (
+                json!({"name": name, "error": {"code": code, "message": message}}),
+                StageUsage {
+                    provider: "none".into(),
+                    model: "none".into(),
+                    cpu_ms: started.elapsed().as_secs_f64() * 1e3,
+                    ..StageUsage::default()
+                },
+            )
+        };
+        let Some((instructions, schema)) = rubric(name) else {
+            return failed("unknown-rubric", format!("unknown rubric '{name}'"));
+        };
+        let Some(chain) = self.chat.chain(tier) else {
+            return failed(
+                "no-chat-model",
+                "rubric scoring needs a chat model (configure chat_cheap)".into(),
+            );
+        };
+        let request = ChatRequest {
+            messages: vec![ChatMessage::system(instructions), ChatMessage::user(text)],
+            schema: Some(schema),
+            max_tokens: Some(400),
+            temperature: Some(0.0),
+        };
+        match chain.complete(&request).await {
+            Ok(served) => {
+                let mut usage = served.usage();
+                usage.cpu_ms = started.elapsed().as_secs_f64() * 1e3;
+                let mut answer = served.value.json.clone().unwrap_or(Value::Null);
+                if let Some(obj) = answer.as_object_mut() {
+                    obj.insert("name".into(), json!(name));
+                }
+                (answer, usage)
+            }
+            Err(e) => failed(e.code(), e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rubrics_have_strict_schemas() {
+        for name in shared::domain::RUBRICS {
+            let (_, schema) = rubric(name).expect(name);
+            assert!(schema.strict);
+            let props = schema.schema["properties"].as_object().unwrap();
+            let required = schema.schema["required"].as_array().unwrap();
+            assert_eq!(
+                props.len(),
+                required.len(),
+                "{name}: strict mode needs all required"
+            );
+            assert_eq!(schema.schema["additionalProperties"], false);
+        }
+        assert!(rubric("nope").is_none());
+    }
+
+    #[tokio::test]
+    async fn without_a_chat_model_the_rubric_says_so() {
+        let stage = RubricStage::new(ChatTiers::default());
+        let (v, usage) = stage
+            .run("support", "My order never arrived.", ModelTier::Cheap)
+            .await;
+        assert_eq!(v["error"]["code"], "no-chat-model");
+        assert_eq!(usage.cost_usd, 0.0);
+    }
+}
