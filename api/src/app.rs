@@ -1,0 +1,111 @@
+//! Router, shared state and start-up of the API server.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use shared::config::Config;
+use shared::objects::ObjectStore;
+use shared::queue::JobQueue;
+use sqlx::PgPool;
+
+use crate::auth::RateLimiter;
+use crate::{health, jobs};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: PgPool,
+    pub queue: JobQueue,
+    pub objects: ObjectStore,
+    pub limiter: Arc<RateLimiter>,
+}
+
+pub fn router(state: AppState) -> Router {
+    // Multipart bodies carry the audio: allow the upload limit plus room for the form.
+    let body_limit = usize::try_from(state.config.max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 * 1024);
+    Router::new()
+        .route("/v1/jobs", post(jobs::create))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .layer(middleware::from_fn(close_after_refused_body))
+        .with_state(state)
+}
+
+/// A request refused before its body was read (bad key, rate limit, database down, …)
+/// leaves unread bytes on the connection, so the server drops it after answering. Saying
+/// `Connection: close` keeps a client from reusing that connection for its next request,
+/// which would otherwise fail with an incomplete message.
+async fn close_after_refused_body(request: Request, next: Next) -> Response {
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Applies migrations, creates the bucket, then serves until SIGTERM or Ctrl-C, letting
+/// requests in flight finish.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let db = shared::db::connect(&config)
+        .await
+        .context("connecting to PostgreSQL")?;
+    shared::db::migrate(&db).await?;
+    let objects = ObjectStore::connect(&config).await;
+    objects
+        .ensure_bucket()
+        .await
+        .with_context(|| format!("creating bucket '{}'", config.s3_bucket))?;
+    let queue = JobQueue::new(&config, shared::queue::connect_lazy(&config)?);
+    let state = AppState {
+        limiter: Arc::new(RateLimiter::new(
+            config.rate_limit_per_s,
+            config.rate_limit_burst,
+        )),
+        config: Arc::new(config.clone()),
+        db,
+        queue,
+        objects,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("binding {}", config.listen_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "voxq-api listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("voxq-api stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,76 @@
+//! API errors: every failure answers `{"error": {"code", "message"}}` with a fitting status.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error("this API key lacks the '{0}' scope")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    ForbiddenSource(String),
+    #[error("job not found")]
+    NotFound,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("upload larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("rate limit exceeded; retry after {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+    #[error("{0} is unavailable; retry later")]
+    Unavailable(&'static str),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "missing-scope"),
+            Self::ForbiddenSource(_) => (StatusCode::FORBIDDEN, "forbidden-source"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not-found"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "file-too-large"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
+        let mut response = (status, body).into_response();
+        match &self {
+            Self::RateLimited { retry_after_s } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+            }
+            Self::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::Unavailable(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// A database error seen by a request: logged in full, answered as 503.
+impl From<shared::db::DbError> for ApiError {
+    fn from(e: shared::db::DbError) -> Self {
+        tracing::warn!(error = %e, "database error");
+        ApiError::Unavailable("the database")
+    }
+}
