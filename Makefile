@@ -45,3 +45,9 @@ bench: deps model
 
 fixtures:
 	scripts/make-fixtures.sh
+
+bench-load: deps
+	bench/load.sh
+
+bench-cost: deps
+	bench/cost.sh
