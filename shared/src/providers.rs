@@ -23,7 +23,9 @@ mod openai;
 pub use breaker::{
     BreakerConfig, BreakerState, CircuitBreaker, Clock, ManualClock, Permit, SystemClock,
 };
-pub use chain::{Attempt, ChainError, ChatChain, ChatTiers, Served, TranscriberChain};
+pub use chain::{
+    Attempt, Chain, ChainError, ChatChain, ChatTiers, Described, Served, TranscriberChain,
+};
 pub use openai::{OpenAiChat, OpenAiTranscriber};
 
 /// Speech to text. Implemented by the OpenAI-compatible client here and by the local

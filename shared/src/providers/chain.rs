@@ -124,8 +124,8 @@ struct Link<P: ?Sized> {
     breaker: Arc<CircuitBreaker>,
 }
 
-/// What the chain needs to know of a provider, for both traits.
-trait Described {
+/// What a [`Chain`] needs to know of a provider, for both provider traits.
+pub trait Described {
     fn name(&self) -> &str;
     fn model(&self) -> &str;
     fn price(&self) -> Price;
@@ -153,20 +153,6 @@ impl Described for dyn Transcriber {
     fn price(&self) -> Price {
         Transcriber::price(self)
     }
-}
-
-fn links<P: ?Sized>(
-    providers: Vec<Arc<P>>,
-    config: BreakerConfig,
-    clock: Arc<dyn Clock>,
-) -> Vec<Link<P>> {
-    providers
-        .into_iter()
-        .map(|provider| Link {
-            provider,
-            breaker: Arc::new(CircuitBreaker::with_clock(config, clock.clone())),
-        })
-        .collect()
 }
 
 async fn run<'a, P, T, F>(
@@ -218,29 +204,39 @@ where
     Err(ChainError { attempts: failed })
 }
 
-/// Chat models tried in order.
-pub struct ChatChain {
-    links: Vec<Link<dyn ChatModel>>,
+/// Providers of one task tried in order, each behind its own circuit breaker.
+pub struct Chain<P: ?Sized> {
+    links: Vec<Link<P>>,
 }
 
-impl ChatChain {
+/// Chat models tried in order.
+pub type ChatChain = Chain<dyn ChatModel>;
+/// Transcribers tried in order.
+pub type TranscriberChain = Chain<dyn Transcriber>;
+
+impl<P: ?Sized + Described> Chain<P> {
     /// One breaker per provider, with `breaker`'s settings.
-    pub fn new(providers: Vec<Arc<dyn ChatModel>>, breaker: BreakerConfig) -> Self {
+    pub fn new(providers: Vec<Arc<P>>, breaker: BreakerConfig) -> Self {
         Self::with_clock(providers, breaker, Arc::new(SystemClock))
     }
 
     pub fn with_clock(
-        providers: Vec<Arc<dyn ChatModel>>,
+        providers: Vec<Arc<P>>,
         breaker: BreakerConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self {
-            links: links(providers, breaker, clock),
-        }
+        let links = providers
+            .into_iter()
+            .map(|provider| Link {
+                provider,
+                breaker: Arc::new(CircuitBreaker::with_clock(breaker, clock.clone())),
+            })
+            .collect();
+        Self { links }
     }
 
     /// With given breakers, e.g. to share one provider's breaker between chains.
-    pub fn from_parts(parts: Vec<(Arc<dyn ChatModel>, Arc<CircuitBreaker>)>) -> Self {
+    pub fn from_parts(parts: Vec<(Arc<P>, Arc<CircuitBreaker>)>) -> Self {
         Self {
             links: parts
                 .into_iter()
@@ -268,7 +264,9 @@ impl ChatChain {
             .find(|l| l.provider.name() == name)
             .map(|l| &l.breaker)
     }
+}
 
+impl ChatChain {
     pub async fn complete(
         &self,
         request: &ChatRequest,
@@ -304,46 +302,7 @@ impl ChatTiers {
     }
 }
 
-/// Transcribers tried in order.
-pub struct TranscriberChain {
-    links: Vec<Link<dyn Transcriber>>,
-}
-
 impl TranscriberChain {
-    pub fn new(providers: Vec<Arc<dyn Transcriber>>, breaker: BreakerConfig) -> Self {
-        Self::with_clock(providers, breaker, Arc::new(SystemClock))
-    }
-
-    pub fn with_clock(
-        providers: Vec<Arc<dyn Transcriber>>,
-        breaker: BreakerConfig,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        Self {
-            links: links(providers, breaker, clock),
-        }
-    }
-
-    pub fn from_parts(parts: Vec<(Arc<dyn Transcriber>, Arc<CircuitBreaker>)>) -> Self {
-        Self {
-            links: parts
-                .into_iter()
-                .map(|(provider, breaker)| Link { provider, breaker })
-                .collect(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.links.is_empty()
-    }
-
-    pub fn breaker(&self, name: &str) -> Option<&Arc<CircuitBreaker>> {
-        self.links
-            .iter()
-            .find(|l| l.provider.name() == name)
-            .map(|l| &l.breaker)
-    }
-
     pub async fn transcribe(
         &self,
         request: &TranscriptionRequest,
