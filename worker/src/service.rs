@@ -132,11 +132,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let name = process_name();
     tracing::info!(worker = %name, "voxq-worker starting");
+    let backoff = std::sync::Mutex::new(RestartBackoff::default());
     let mut monitor = Monitor::new()
         .shutdown_timeout(Duration::from_secs(config.shutdown_grace_s))
-        .should_restart(|ctx, error| {
-            // Redis errors end an apalis worker; start it again under a new name.
-            tracing::warn!(worker = ctx.name(), %error, "lane worker stopped; restarting");
+        .should_restart(move |ctx, error| {
+            // Redis errors end an apalis worker; start it again under a new name, after a
+            // pause that grows while the failures keep coming (Redis down), so the worker
+            // neither spins nor floods the log. apalis asks synchronously, from the
+            // monitor's task: `block_in_place` lets the runtime move other tasks away.
+            let delay = backoff
+                .lock()
+                .map(|mut b| b.next(lane_of(ctx.name()), std::time::Instant::now()))
+                .unwrap_or(RestartBackoff::MAX);
+            tracing::warn!(
+                worker = ctx.name(),
+                %error,
+                delay_ms = delay.as_millis() as u64,
+                "lane worker stopped; restarting"
+            );
+            tokio::task::block_in_place(|| std::thread::sleep(delay));
             true
         });
     for lane in Lane::ALL {
@@ -178,6 +192,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("worker monitor: {e}"))
 }
 
+/// The lane worker's name without its restart counter (`<process>-<lane>-<n>`).
+fn lane_of(worker: &str) -> &str {
+    worker.rsplit_once('-').map_or(worker, |(lane, _)| lane)
+}
+
+/// Pause before restarting a lane worker: 100 ms after the first failure, doubling while
+/// failures follow each other within a minute, at most 5 s; a failure after a quiet
+/// minute starts again at 100 ms.
+#[derive(Default)]
+struct RestartBackoff {
+    /// Per lane worker: when it last failed and how many failures in a row.
+    streaks: std::collections::HashMap<String, (std::time::Instant, u32)>,
+}
+
+impl RestartBackoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+    const QUIET: Duration = Duration::from_secs(60);
+
+    fn next(&mut self, lane: &str, now: std::time::Instant) -> Duration {
+        let streak = match self.streaks.get(lane) {
+            Some(&(last, n)) if now.duration_since(last) < Self::QUIET => n + 1,
+            _ => 0,
+        };
+        self.streaks.insert(lane.to_string(), (now, streak));
+        Self::FIRST
+            .saturating_mul(1u32 << streak.min(16))
+            .min(Self::MAX)
+    }
+}
+
 async fn shutdown_signal() -> std::io::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -201,4 +246,34 @@ fn chat_tiers(config: &Config) -> anyhow::Result<ChatTiers> {
         chain(&config.chat_cheap)?,
         chain(&config.chat_strong)?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn restart_pause_doubles_while_failures_continue_and_resets_after_a_quiet_minute() {
+        let mut b = RestartBackoff::default();
+        let t0 = Instant::now();
+        let ms = |d: Duration| d.as_millis();
+        let pauses: Vec<u128> = (0..8)
+            .map(|i| ms(b.next("w-bulk", t0 + Duration::from_secs(i))))
+            .collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        // Another lane has its own streak.
+        assert_eq!(
+            ms(b.next("w-interactive", t0 + Duration::from_secs(8))),
+            100
+        );
+        // A failure after a quiet minute starts over.
+        assert_eq!(ms(b.next("w-bulk", t0 + Duration::from_secs(7 + 61))), 100);
+    }
+
+    #[test]
+    fn lane_name_drops_the_restart_counter() {
+        assert_eq!(lane_of("host-12-ab-bulk-3"), "host-12-ab-bulk");
+        assert_eq!(lane_of("plain"), "plain");
+    }
 }
