@@ -293,6 +293,15 @@ impl Stack {
         self.upload_as(&self.key, path, &[]).await
     }
 
+    /// Uploads each named note of `fixtures/voice`, in order; panics unless each is accepted.
+    pub async fn upload_voice_notes(&self, notes: &[&str]) -> Vec<Uuid> {
+        let mut ids = Vec::with_capacity(notes.len());
+        for note in notes {
+            ids.push(self.upload(&root().join("fixtures/voice").join(note)).await);
+        }
+        ids
+    }
+
     /// Multipart upload; panics unless the API answers 202.
     pub async fn upload_as(&self, key: &str, path: &Path, fields: &[(&str, &str)]) -> Uuid {
         let response = self.post_file(key, path, fields).await;

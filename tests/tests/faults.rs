@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use uuid::Uuid;
 use voxq_tests::{
     attempts, db, long_recording, result_versions, root, serial, Stack, StackConfig, TempPostgres,
     TempRedis,
@@ -55,14 +54,7 @@ async fn redis_restarted_during_a_run_loses_nothing() {
         "09-parking.flac",
         "13-keys-under-pot.webm",
     ];
-    let mut ids = Vec::new();
-    for note in notes {
-        ids.push(
-            stack
-                .upload(&root().join("fixtures/voice").join(note))
-                .await,
-        );
-    }
+    let ids = stack.upload_voice_notes(&notes).await;
     stack
         .wait_status(ids[0], &["processing", "completed"], DONE)
         .await;
@@ -70,14 +62,9 @@ async fn redis_restarted_during_a_run_loses_nothing() {
     // Redis dies with everything it held (no persistence, like the shared one).
     redis.kill();
     // Jobs submitted while Redis is down are still accepted: PostgreSQL holds them.
-    let mut during = Vec::new();
-    for note in ["02-call-me-back.wav", "14-almost-there.mp3"] {
-        during.push(
-            stack
-                .upload(&root().join("fixtures/voice").join(note))
-                .await,
-        );
-    }
+    let during = stack
+        .upload_voice_notes(&["02-call-me-back.wav", "14-almost-there.mp3"])
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     redis.restart();
 
@@ -112,14 +99,7 @@ async fn postgres_restarted_during_a_run_loses_nothing() {
         "11-plumber-voicemail.m4a",
         "12-yes-that-works.flac",
     ];
-    let mut ids: Vec<Uuid> = Vec::new();
-    for note in notes {
-        ids.push(
-            stack
-                .upload(&root().join("fixtures/voice").join(note))
-                .await,
-        );
-    }
+    let ids = stack.upload_voice_notes(&notes).await;
     stack
         .wait_status(ids[0], &["processing", "completed"], DONE)
         .await;

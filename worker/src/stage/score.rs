@@ -712,18 +712,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn snr_of_tone_bursts_in_white_noise() {
-        // Noise at -40 dBFS all along; a tone at -20 dBFS RMS every other half second.
+    /// 10 s of white noise at -40 dBFS RMS (seeded), with a 500 Hz tone of RMS `tone_rms`
+    /// added in every other half second.
+    fn tone_bursts_in_noise(tone_rms: f64, seed: u64) -> Vec<f32> {
         let n = 10 * SAMPLE_RATE as usize;
-        let tone = sine(500.0, 0.1 * 2f64.sqrt(), 10.0);
-        let samples: Vec<f32> = noise(n, 0.01, 7)
+        let tone = sine(500.0, tone_rms * 2f64.sqrt(), 10.0);
+        noise(n, 0.01, seed)
             .into_iter()
             .zip(tone)
             .enumerate()
             .map(|(i, (n, t))| if (i / 8_000) % 2 == 0 { n + t } else { n })
-            .collect();
-        let s = score(samples, "beep beep beep beep beep");
+            .collect()
+    }
+
+    #[test]
+    fn snr_of_tone_bursts_in_white_noise() {
+        // Noise at -40 dBFS all along; a tone at -20 dBFS RMS every other half second.
+        let s = score(tone_bursts_in_noise(0.1, 7), "beep beep beep beep beep");
         // (S + N) / N for S/N = 20 dB is 20.04 dB.
         assert!((s.snr_db - 20.0).abs() < 1.0, "{}", s.snr_db);
         // Frames straddling a burst's edges count as speech too.
@@ -742,15 +747,10 @@ mod tests {
 
         // The same bursts 7 dB over the noise are noisy. (Much closer to the noise, a
         // steady tone no longer clears the VAD's 6 dB margin; speech is peakier.)
-        let n = 10 * SAMPLE_RATE as usize;
-        let tone = sine(500.0, 0.01 * 2f64.sqrt() * 10f64.powf(7.0 / 20.0), 10.0);
-        let samples: Vec<f32> = noise(n, 0.01, 8)
-            .into_iter()
-            .zip(tone)
-            .enumerate()
-            .map(|(i, (n, t))| if (i / 8_000) % 2 == 0 { n + t } else { n })
-            .collect();
-        let s = score(samples, "beep beep beep beep beep");
+        let s = score(
+            tone_bursts_in_noise(0.01 * 10f64.powf(7.0 / 20.0), 8),
+            "beep beep beep beep beep",
+        );
         assert!((s.snr_db - 7.8).abs() < 1.0, "{}", s.snr_db);
         assert!(has(&s, flag::NOISY), "{:?}", s.flags);
     }
