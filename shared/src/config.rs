@@ -14,6 +14,7 @@ use figment::Figment;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::LOCAL_PROVIDER;
 use crate::providers::{BreakerConfig, ProviderConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +183,7 @@ impl Default for Config {
             fetch_allow: String::new(),
             fetch_allow_http: false,
             transcribe_providers: Vec::new(),
-            transcribe_order: vec!["local".into()],
+            transcribe_order: vec![LOCAL_PROVIDER.into()],
             chat_cheap: Vec::new(),
             chat_strong: Vec::new(),
             breaker: BreakerConfig::default(),
@@ -239,7 +240,8 @@ impl Config {
             return invalid("transcribe_order is empty".into());
         }
         for name in &self.transcribe_order {
-            if name != "local" && !self.transcribe_providers.iter().any(|p| &p.name == name) {
+            if name != LOCAL_PROVIDER && !self.transcribe_providers.iter().any(|p| &p.name == name)
+            {
                 return invalid(format!(
                     "transcribe_order names '{name}', which is neither 'local' nor in transcribe_providers"
                 ));

@@ -336,6 +336,22 @@ pub struct StageUsage {
     pub cached: bool,
 }
 
+/// Provider name of work done on this machine (the local engine, scoring, extractive
+/// summaries); also the name of the local engine in `transcribe_order`.
+pub const LOCAL_PROVIDER: &str = "local";
+
+impl StageUsage {
+    /// A stage run on this machine: no tokens, no fee.
+    pub fn local(model: impl Into<String>, cpu_ms: f64) -> Self {
+        Self {
+            provider: LOCAL_PROVIDER.into(),
+            model: model.into(),
+            cpu_ms,
+            ..Self::default()
+        }
+    }
+}
+
 /// Usage per stage (`transcribe`, `score`, `summarize`, `rubric`).
 pub type Usage = std::collections::BTreeMap<String, StageUsage>;
 

@@ -208,21 +208,11 @@ fn scored(
     let mut usage = Usage::new();
     usage.insert(
         "transcribe".into(),
-        StageUsage {
-            provider: "local".into(),
-            model: "whisper".into(),
-            cpu_ms: transcribe_ms,
-            ..StageUsage::default()
-        },
+        StageUsage::local("whisper", transcribe_ms),
     );
     usage.insert(
         "score".into(),
-        StageUsage {
-            provider: "local".into(),
-            model: "signal".into(),
-            cpu_ms: started.elapsed().as_secs_f64() * 1e3,
-            ..StageUsage::default()
-        },
+        StageUsage::local("signal", started.elapsed().as_secs_f64() * 1e3),
     );
     JobResult {
         transcript,

@@ -13,7 +13,7 @@ use apalis::prelude::*;
 use shared::audio::DecodeLimits;
 use shared::cache::RedisCache;
 use shared::config::Config;
-use shared::domain::Lane;
+use shared::domain::{Lane, LOCAL_PROVIDER};
 use shared::objects::ObjectStore;
 use shared::providers::{ChatChain, ChatTiers, TranscriberChain};
 use shared::queue::{JobMessage, JobQueue, LaneStorage};
@@ -46,7 +46,7 @@ fn process_name() -> String {
 /// (up to `shutdown_grace_s`).
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let wants_local = config.transcribe_order.iter().any(|n| n == "local");
+    let wants_local = config.transcribe_order.iter().any(|n| n == LOCAL_PROVIDER);
     let transcribe = if config.bench_noop_transcribe || !wants_local {
         tracing::warn!(
             "bench_noop_transcribe is set: jobs get empty transcripts (benchmarks only)"

@@ -19,7 +19,7 @@ use shared::cache::{key_hash, Cache, RedisCache};
 use shared::config::Config;
 use shared::db::ClaimedJob;
 use shared::domain::{
-    AudioSource, JobOptions, JobResult, Lane, StageUsage, Task, Transcript, Usage,
+    AudioSource, JobOptions, JobResult, Lane, StageUsage, Task, Transcript, Usage, LOCAL_PROVIDER,
 };
 use shared::providers::{TranscriberChain, TranscriptionRequest};
 use shared::queue::{JobMessage, JobQueue};
@@ -295,15 +295,7 @@ impl Pipeline {
                 .await
                 .map_err(internal)?;
             timings.record("score", t);
-            usage.insert(
-                "score".into(),
-                StageUsage {
-                    provider: "local".into(),
-                    model: "signal".into(),
-                    cpu_ms: ms(t),
-                    ..StageUsage::default()
-                },
-            );
+            usage.insert("score".into(), StageUsage::local("signal", ms(t)));
             Some(scores)
         } else {
             None
@@ -368,7 +360,7 @@ impl Pipeline {
         let bytes = bytes::Bytes::from(bytes);
         let mut last: Option<RunError> = None;
         for name in &self.config.transcribe_order {
-            if name == "local" {
+            if name == LOCAL_PROVIDER {
                 let Some(engine) = self.transcribe.clone() else {
                     continue;
                 };
@@ -385,14 +377,7 @@ impl Pipeline {
                 .await
                 .map_err(internal)?;
                 match result {
-                    Ok(t) => {
-                        let usage = StageUsage {
-                            provider: "local".into(),
-                            model: self.model.clone(),
-                            ..StageUsage::default()
-                        };
-                        return Ok((t, usage));
-                    }
+                    Ok(t) => return Ok((t, StageUsage::local(self.model.clone(), 0.0))),
                     Err(e) => {
                         tracing::warn!(error = %e, "local transcription failed");
                         last = Some(RunError {

@@ -129,11 +129,7 @@ impl SummarizeStage {
 
     pub async fn run(&self, text: &str, mode: SummaryMode, tier: ModelTier) -> SummaryOutcome {
         let started = Instant::now();
-        let local = |model: &str| StageUsage {
-            provider: "local".into(),
-            model: model.into(),
-            ..StageUsage::default()
-        };
+        let local = |model: &str| StageUsage::local(model, 0.0);
         let (summary, mut usage) = match plan(&self.policy, text, mode, tier) {
             Plan::Skip => (None, local("none")),
             Plan::Extractive => (extractive(text), local("extractive")),
