@@ -1,10 +1,14 @@
 //! Local mode: transcribe files and directories on disk with no services. Decoding runs
 //! on its own thread, ahead of inference; `workers` inference threads (one per model
 //! replica) take batches as they are ready; results are emitted in input order.
+//!
+//! Decoding runs ahead by a number of files and by an amount of audio
+//! ([`DECODE_AHEAD_SAMPLES`]), so a directory of long recordings holds a bounded number of
+//! them in memory at once, not one per queue slot.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 
 use shared::audio::{Audio, DecodeError};
@@ -78,6 +82,73 @@ fn is_audio_name(path: &Path) -> bool {
 
 type Decoded = (usize, PathBuf, Result<Audio, DecodeError>);
 
+/// Decoded samples (16 kHz f32) that may wait for or be in inference before the decoding
+/// thread stops to let the workers catch up: one hour, 230 MB. Voice notes never reach it;
+/// a directory of long recordings then holds at most this plus the file decoded last.
+const DECODE_AHEAD_SAMPLES: usize = 3_600 * shared::audio::SAMPLE_RATE as usize;
+
+/// Samples decoded and not yet transcribed and scored, shared by the decoding thread
+/// (which waits on it) and the inference threads (which release what they finish).
+#[derive(Default)]
+struct InFlight {
+    /// Samples held, and inference threads still running.
+    state: Mutex<(usize, usize)>,
+    changed: Condvar,
+}
+
+impl InFlight {
+    /// Waits until fewer than `limit` samples are held, or no inference thread is left to
+    /// release any (then the next send fails and decoding stops).
+    fn wait_below(&self, limit: usize) {
+        let Ok(guard) = self.state.lock() else { return };
+        let _unused = self
+            .changed
+            .wait_while(guard, |(held, workers)| *held >= limit && *workers > 0);
+    }
+
+    fn add(&self, samples: usize) {
+        if let Ok(mut state) = self.state.lock() {
+            state.0 += samples;
+        }
+    }
+
+    fn release(&self, samples: usize) {
+        if let Ok(mut state) = self.state.lock() {
+            state.0 = state.0.saturating_sub(samples);
+        }
+        self.changed.notify_all();
+    }
+
+    fn worker_started(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.1 += 1;
+        }
+    }
+
+    fn worker_stopped(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.1 = state.1.saturating_sub(1);
+        }
+        self.changed.notify_all();
+    }
+}
+
+/// Counts an inference thread as running until it ends, however it ends.
+struct WorkerAlive<'a>(&'a InFlight);
+
+impl<'a> WorkerAlive<'a> {
+    fn new(in_flight: &'a InFlight) -> Self {
+        in_flight.worker_started();
+        Self(in_flight)
+    }
+}
+
+impl Drop for WorkerAlive<'_> {
+    fn drop(&mut self) {
+        self.0.worker_stopped();
+    }
+}
+
 /// Transcribes `files`, calling `emit` once per file, in input order. Batches are the
 /// engine's batch size, with one inference thread per model replica.
 pub fn transcribe_files(
@@ -94,26 +165,38 @@ pub fn transcribe_files(
     // dropped and the decoding thread's next send fails instead of blocking for ever.
     let decoded_rx = Arc::new(Mutex::new(decoded_rx));
     let (done_tx, done_rx) = mpsc::channel::<(usize, FileOutcome)>();
+    let in_flight = InFlight::default();
+    // Counted before any thread starts, so the decoding thread cannot see "no workers".
+    let alive: Vec<WorkerAlive<'_>> = (0..workers).map(|_| WorkerAlive::new(&in_flight)).collect();
     thread::scope(|scope| {
+        let in_flight = &in_flight;
         scope.spawn(move || {
             for (i, f) in files.iter().enumerate() {
-                if decoded_tx.send((i, f.clone(), decode.run(f))).is_err() {
+                in_flight.wait_below(DECODE_AHEAD_SAMPLES);
+                let decoded = decode.run(f);
+                if let Ok(audio) = &decoded {
+                    in_flight.add(audio.samples.len());
+                }
+                if decoded_tx.send((i, f.clone(), decoded)).is_err() {
                     return;
                 }
             }
         });
-        for _ in 0..workers {
+        for alive in alive {
             let done_tx = done_tx.clone();
             let decoded_rx = Arc::clone(&decoded_rx);
-            scope.spawn(move || loop {
-                let (batch, finished) = next_batch(&decoded_rx, batch_size);
-                for outcome in process(batch, transcribe, score) {
-                    if done_tx.send(outcome).is_err() {
+            scope.spawn(move || {
+                let _alive = alive;
+                loop {
+                    let (batch, finished) = next_batch(&decoded_rx, batch_size);
+                    for outcome in process(batch, transcribe, score, in_flight) {
+                        if done_tx.send(outcome).is_err() {
+                            return;
+                        }
+                    }
+                    if finished {
                         return;
                     }
-                }
-                if finished {
-                    return;
                 }
             });
         }
@@ -154,6 +237,7 @@ fn process(
     batch: Vec<Decoded>,
     transcribe: &TranscribeStage,
     score: &ScoreStage,
+    in_flight: &InFlight,
 ) -> Vec<(usize, FileOutcome)> {
     let audios: Vec<&Audio> = batch
         .iter()
@@ -176,17 +260,23 @@ fn process(
                     code: e.code().to_string(),
                     message: shared::error_chain(&e),
                 }),
-                Ok(audio) => match transcripts.next() {
-                    Some(Ok(t)) => Ok(scored(t, &audio, score, transcribe_ms)),
-                    Some(Err(e)) => Err(FileError {
-                        code: e.code().to_string(),
-                        message: shared::error_chain(&e),
-                    }),
-                    None => Err(FileError {
-                        code: "inference-failed".into(),
-                        message: "no transcript returned".into(),
-                    }),
-                },
+                Ok(audio) => {
+                    let result = match transcripts.next() {
+                        Some(Ok(t)) => Ok(scored(t, &audio, score, transcribe_ms)),
+                        Some(Err(e)) => Err(FileError {
+                            code: e.code().to_string(),
+                            message: shared::error_chain(&e),
+                        }),
+                        None => Err(FileError {
+                            code: "inference-failed".into(),
+                            message: "no transcript returned".into(),
+                        }),
+                    };
+                    let samples = audio.samples.len();
+                    drop(audio);
+                    in_flight.release(samples);
+                    result
+                }
             };
             if let Err(e) = &result {
                 tracing::warn!(file = %file.display(), code = %e.code, "{}", e.message);
@@ -220,5 +310,32 @@ fn scored(
         summary: None,
         rubric: None,
         usage,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn decoding_waits_for_released_samples_and_never_for_stopped_workers() {
+        let in_flight = InFlight::default();
+        let alive = WorkerAlive::new(&in_flight);
+        in_flight.add(10);
+        thread::scope(|scope| {
+            let waiter = scope.spawn(|| in_flight.wait_below(10));
+            thread::sleep(Duration::from_millis(50));
+            assert!(
+                !waiter.is_finished(),
+                "10 samples held, limit 10: must wait"
+            );
+            in_flight.release(1);
+            waiter.join().unwrap();
+        });
+        // Over the limit with no inference thread left: returns at once.
+        in_flight.add(100);
+        drop(alive);
+        in_flight.wait_below(10);
     }
 }

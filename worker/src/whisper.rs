@@ -88,10 +88,11 @@ impl EngineError {
 
 /// Whisper log-mel features of 16 kHz samples, mel-major (`[n_mels][n_frames]`), as the
 /// engine computes them; for diagnostics and parity checks against other front ends.
+/// (The engine itself computes one 30-second window at a time.)
 pub fn log_mel_features(samples: &[f32], n_mels: usize) -> (Vec<f32>, usize) {
-    let mel = MelFrontEnd::new(n_mels).compute(samples);
-    let n_frames = mel.n_frames;
-    (mel.into_data(), n_frames)
+    let front = MelFrontEnd::new(n_mels);
+    let mel = front.prepare(samples);
+    (mel.to_vec(), mel.n_frames)
 }
 
 /// A loaded Whisper model with everything needed to turn 16 kHz samples into text.

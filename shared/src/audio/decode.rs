@@ -30,7 +30,7 @@ use symphonia_adapter_libopus::OpusDecoder;
 use tracing::{debug, warn};
 
 use super::resample::StreamResampler;
-use super::{Audio, DecodeError, DecodeLimits, SAMPLE_RATE};
+use super::{Audio, DecodeError, DecodeLimits, MIN_BYTES_PER_SECOND, SAMPLE_RATE};
 
 /// Symphonia's built-in decoders plus libopus. Built once: registration is cheap but not free,
 /// and the registry is immutable afterwards.
@@ -49,9 +49,10 @@ const MAX_FAILURES_WITHOUT_AUDIO: u64 = 256;
 /// the logs; the total is reported once at the end.
 const LOGGED_PACKET_FAILURES: u64 = 10;
 
-/// Lower bound on the bitrate of any supported codec (6 kbit/s Opus is 750 B/s). Used to cap
-/// how far a header's declared duration is trusted when pre-allocating.
-const MIN_BYTES_PER_SECOND: f64 = 500.0;
+/// Lower bound on the bitrate of speech in any supported codec (6 kbit/s Opus is 750 B/s).
+/// Used to cap how far a header's declared duration is trusted when pre-allocating; files
+/// below it (mostly silence) still decode, their samples vector just grows as it goes.
+const RESERVE_BYTES_PER_SECOND: f64 = 500.0;
 
 /// Decodes `source` to 16 kHz mono.
 ///
@@ -87,11 +88,20 @@ pub(crate) fn decode(
 
     let (mut track, declared_s) = open_track(&*reader)?;
     let codec = track.codec.clone();
+    // Both bounds are checked before the first packet: a header is all it takes to ask
+    // for hours of samples.
+    let plausible_s = byte_len as f64 / MIN_BYTES_PER_SECOND;
     if let Some(seconds) = declared_s {
         if seconds > limits.max_duration_s {
             return Err(DecodeError::TooLong {
                 seconds,
                 max: limits.max_duration_s,
+            });
+        }
+        if seconds > plausible_s {
+            return Err(DecodeError::Implausible {
+                seconds,
+                bytes: byte_len,
             });
         }
     }
@@ -189,7 +199,19 @@ pub(crate) fn decode(
                 max: limits.max_duration_s,
             });
         }
+        // The same bound for streams that declare no duration, or declare less than
+        // they hold.
+        if sink.seconds() > plausible_s {
+            return Err(DecodeError::Implausible {
+                seconds: sink.seconds(),
+                bytes: byte_len,
+            });
+        }
     }
+    // The input (for `decode_bytes`, the whole file) is not needed any more: free it
+    // before the resampler's last output is appended.
+    drop(track);
+    drop(reader);
 
     if failed > LOGGED_PACKET_FAILURES {
         warn!(failed, packets, "skipped corrupt packets");
@@ -346,7 +368,7 @@ fn reserve_frames(declared_s: Option<f64>, byte_len: u64, limits: &DecodeLimits)
     let Some(declared) = declared_s else {
         return 0;
     };
-    let plausible = byte_len as f64 / MIN_BYTES_PER_SECOND;
+    let plausible = byte_len as f64 / RESERVE_BYTES_PER_SECOND;
     let seconds = declared.min(limits.max_duration_s).min(plausible).max(0.0);
     (seconds * f64::from(SAMPLE_RATE)).ceil() as usize
 }

@@ -1,6 +1,7 @@
 //! `voxq-worker decode`: decode and resample only, timing each file. Used by
 //! `bench/run.sh` to compare against `ffmpeg -ac 1 -ar 16000 -f f32le`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -21,6 +22,15 @@ pub struct Args {
     paths: Vec<PathBuf>,
 }
 
+/// Writes `values` as raw little-endian f32, streamed rather than copied to bytes first.
+fn write_f32le(path: &std::path::Path, values: &[f32]) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for v in values {
+        out.write_all(&v.to_le_bytes())?;
+    }
+    out.flush()
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let stage = DecodeStage::default();
     let mut failed = false;
@@ -35,11 +45,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         if let (Some(dir), Some(Ok(audio))) = (&args.write_f32, &outcome) {
             let name = file.file_name().unwrap_or_default().to_string_lossy();
-            let bytes: Vec<u8> = audio.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-            std::fs::write(dir.join(format!("{name}.f32")), bytes)?;
+            write_f32le(&dir.join(format!("{name}.f32")), &audio.samples)?;
             let (mel, _) = voxq_worker::whisper::log_mel_features(&audio.samples, 80);
-            let bytes: Vec<u8> = mel.iter().flat_map(|s| s.to_le_bytes()).collect();
-            std::fs::write(dir.join(format!("{name}.mel80")), bytes)?;
+            write_f32le(&dir.join(format!("{name}.mel80")), &mel)?;
         }
         let line = match outcome {
             Some(Ok(audio)) => json!({

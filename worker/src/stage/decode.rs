@@ -29,8 +29,15 @@ impl DecodeStage {
 
 impl DecodeStage {
     /// Decodes an in-memory file; `hint_ext` is its extension, if known.
-    pub fn run_bytes(&self, bytes: Vec<u8>, hint_ext: Option<&str>) -> Result<Audio, DecodeError> {
-        let _span = tracing::info_span!("decode", bytes = bytes.len()).entered();
+    ///
+    /// The bytes are freed once demuxed, before this returns. Move them in when nothing
+    /// else needs them; pass a `bytes::Bytes` (cloning it shares, not copies, the buffer)
+    /// when a remote provider may still need them.
+    pub fn run_bytes<B>(&self, bytes: B, hint_ext: Option<&str>) -> Result<Audio, DecodeError>
+    where
+        B: AsRef<[u8]> + Send + Sync + 'static,
+    {
+        let _span = tracing::info_span!("decode", bytes = bytes.as_ref().len()).entered();
         audio::decode_bytes(bytes, hint_ext, &self.limits)
     }
 }

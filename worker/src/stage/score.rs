@@ -300,9 +300,14 @@ struct Biquad {
     a: [f64; 2],
 }
 
+/// A [`Biquad`]'s delay line: x[n-1], x[n-2], y[n-1], y[n-2]. Carried from one block of
+/// samples to the next, so filtering block by block gives the whole signal's output.
+#[derive(Debug, Clone, Copy, Default)]
+struct BiquadState([f64; 4]);
+
 impl Biquad {
-    fn filter(&self, x: &mut [f64]) {
-        let (mut x1, mut x2, mut y1, mut y2) = (0.0, 0.0, 0.0, 0.0);
+    fn filter(&self, x: &mut [f64], state: &mut BiquadState) {
+        let [mut x1, mut x2, mut y1, mut y2] = state.0;
         for v in x.iter_mut() {
             let x0 = *v;
             let y0 =
@@ -310,6 +315,7 @@ impl Biquad {
             (x2, x1, y2, y1) = (x1, x0, y1, y0);
             *v = y0;
         }
+        state.0 = [x1, x2, y1, y2];
     }
 }
 
@@ -357,39 +363,58 @@ fn k_weighting(fs: f64) -> [Biquad; 2] {
 ///
 /// A recording shorter than one 400 ms block is measured as a single block of its own
 /// length (the standard does not cover it; dropping it would call any short word silent).
+///
+/// The signal is K-weighted 100 ms at a time, the filters' state carried across, so what
+/// grows with the recording is one sum of squares per 100 ms, not a weighted copy of it.
 fn integrated_loudness(samples: &[f32]) -> Option<f64> {
     const ABSOLUTE_GATE: f64 = -70.0;
     const RELATIVE_GATE: f64 = -10.0;
     let loudness = |z: f64| -0.691 + 10.0 * z.log10();
 
-    let mut weighted: Vec<f64> = samples.iter().map(|&s| f64::from(s)).collect();
-    for stage in k_weighting(f64::from(SAMPLE_RATE)) {
-        stage.filter(&mut weighted);
+    let filters = k_weighting(f64::from(SAMPLE_RATE));
+    let mut states = [BiquadState::default(); 2];
+    let mut weighted = vec![0.0f64; LOUDNESS_STEP];
+    // Sums of squares per 100 ms step (a trailing partial step is left out); a block is
+    // four consecutive steps.
+    let mut steps: Vec<f64> = Vec::with_capacity(samples.len() / LOUDNESS_STEP);
+    let shorter_than_a_block = samples.len() < LOUDNESS_STEP * LOUDNESS_STEPS_PER_BLOCK;
+    // Only for a recording shorter than a block: the sum of squares of all of it, added
+    // sample by sample.
+    let mut whole = -0.0f64;
+    for chunk in samples.chunks(LOUDNESS_STEP) {
+        let weighted = &mut weighted[..chunk.len()];
+        for (w, &s) in weighted.iter_mut().zip(chunk) {
+            *w = f64::from(s);
+        }
+        for (stage, state) in filters.iter().zip(&mut states) {
+            stage.filter(weighted, state);
+        }
+        if chunk.len() == LOUDNESS_STEP {
+            steps.push(weighted.iter().map(|v| v * v).sum());
+        }
+        if shorter_than_a_block {
+            whole = weighted.iter().fold(whole, |acc, v| acc + v * v);
+        }
     }
-    // Sums of squares per 100 ms step; a block is four consecutive steps.
-    let steps: Vec<f64> = weighted
-        .chunks_exact(LOUDNESS_STEP)
-        .map(|c| c.iter().map(|v| v * v).sum())
-        .collect();
     let blocks: Vec<f64> = if steps.len() >= LOUDNESS_STEPS_PER_BLOCK {
         let block_len = (LOUDNESS_STEP * LOUDNESS_STEPS_PER_BLOCK) as f64;
         steps
             .windows(LOUDNESS_STEPS_PER_BLOCK)
             .map(|w| w.iter().sum::<f64>() / block_len)
             .collect()
-    } else if !weighted.is_empty() {
-        vec![weighted.iter().map(|v| v * v).sum::<f64>() / weighted.len() as f64]
+    } else if !samples.is_empty() {
+        vec![whole / samples.len() as f64]
     } else {
         Vec::new()
     };
+    drop(steps);
 
     let mean_above = |gate: f64| {
-        let passed: Vec<f64> = blocks
+        let (count, sum) = blocks
             .iter()
-            .copied()
-            .filter(|&z| z > 0.0 && loudness(z) > gate)
-            .collect();
-        (!passed.is_empty()).then(|| passed.iter().sum::<f64>() / passed.len() as f64)
+            .filter(|&&z| z > 0.0 && loudness(z) > gate)
+            .fold((0usize, -0.0f64), |(n, sum), &z| (n + 1, sum + z));
+        (count > 0).then(|| sum / count as f64)
     };
     let relative_gate = loudness(mean_above(ABSOLUTE_GATE)?) + RELATIVE_GATE;
     // The relative gate can sit below the absolute one (it is above -80 LUFS); a block
@@ -638,6 +663,69 @@ mod tests {
         ];
         for (got, want) in table {
             assert!((got - want).abs() < 1e-12, "{got} != {want}");
+        }
+    }
+
+    /// BS.1770 as it was measured before the signal was K-weighted block by block: a
+    /// weighted f64 copy of the whole recording.
+    fn loudness_of_whole_copy(samples: &[f32]) -> Option<f64> {
+        let loudness = |z: f64| -0.691 + 10.0 * z.log10();
+        let mut weighted: Vec<f64> = samples.iter().map(|&s| f64::from(s)).collect();
+        for stage in k_weighting(f64::from(SAMPLE_RATE)) {
+            let mut state = BiquadState::default();
+            stage.filter(&mut weighted, &mut state);
+        }
+        let steps: Vec<f64> = weighted
+            .chunks_exact(LOUDNESS_STEP)
+            .map(|c| c.iter().map(|v| v * v).sum())
+            .collect();
+        let blocks: Vec<f64> = if steps.len() >= LOUDNESS_STEPS_PER_BLOCK {
+            let block_len = (LOUDNESS_STEP * LOUDNESS_STEPS_PER_BLOCK) as f64;
+            steps
+                .windows(LOUDNESS_STEPS_PER_BLOCK)
+                .map(|w| w.iter().sum::<f64>() / block_len)
+                .collect()
+        } else if !weighted.is_empty() {
+            vec![weighted.iter().map(|v| v * v).sum::<f64>() / weighted.len() as f64]
+        } else {
+            Vec::new()
+        };
+        let mean_above = |gate: f64| {
+            let passed: Vec<f64> = blocks
+                .iter()
+                .copied()
+                .filter(|&z| z > 0.0 && loudness(z) > gate)
+                .collect();
+            (!passed.is_empty()).then(|| passed.iter().sum::<f64>() / passed.len() as f64)
+        };
+        let relative_gate = loudness(mean_above(-70.0)?) - 10.0;
+        mean_above(relative_gate.max(-70.0)).map(loudness)
+    }
+
+    #[test]
+    fn blockwise_loudness_is_bit_identical_to_the_whole_copy() {
+        let bursts = tone_bursts_in_noise(0.1, 11);
+        let cases: Vec<Vec<f32>> = vec![
+            bursts.clone(),
+            bursts[..LOUDNESS_STEP * 7 + 321].to_vec(),
+            bursts[..LOUDNESS_STEP * 4].to_vec(),
+            bursts[..LOUDNESS_STEP * 4 - 1].to_vec(),
+            bursts[..LOUDNESS_STEP + 17].to_vec(),
+            bursts[..5].to_vec(),
+            tone_note(3.0),
+            sine(20.0, 0.5, 2.05),
+            vec![0.0; 48_000],
+            Vec::new(),
+        ];
+        for samples in cases {
+            let got = integrated_loudness(&samples);
+            let want = loudness_of_whole_copy(&samples);
+            assert_eq!(
+                got.map(f64::to_bits),
+                want.map(f64::to_bits),
+                "{} samples: {got:?} != {want:?}",
+                samples.len()
+            );
         }
     }
 
@@ -919,6 +1007,29 @@ mod tests {
         let s = score_fixture("edge/quiet.wav", PARKING);
         assert!(has(&s, flag::TOO_QUIET), "{:?}", s.flags);
         assert!(!has(&s, flag::NO_SPEECH), "{:?}", s.flags);
+    }
+
+    #[test]
+    fn fixture_loudness_agrees_with_ffmpeg_ebur128() {
+        // `ffmpeg -i FILE -af aresample=16000,ebur128 -f null -` (ffmpeg 6.1), the stereo
+        // file averaged to mono first as the decoder does (`pan=mono|c0=0.5*c0+0.5*c1`;
+        // ffmpeg's own downmix is 3 dB louder). It prints one decimal: agreement within
+        // 0.1 LU, plus its rounding.
+        for (rel, ffmpeg_lufs) in [
+            ("voice/09-parking.flac", -20.0),
+            ("voice/02-call-me-back.wav", -23.6),
+            ("voice/06-project-update.ogg", -21.1),
+            ("edge/quiet.wav", -60.0),
+            ("edge/noisy.wav", -18.1),
+            ("edge/clipped.wav", -4.6),
+        ] {
+            let audio = decode_file(&fixture(rel), &DecodeLimits::default()).unwrap();
+            let lufs = integrated_loudness(&audio.samples).unwrap();
+            assert!(
+                (lufs - ffmpeg_lufs).abs() <= 0.15,
+                "{rel}: {lufs:.3} LUFS, ffmpeg says {ffmpeg_lufs}"
+            );
+        }
     }
 
     #[test]

@@ -32,8 +32,8 @@ struct Candidate {
 }
 
 /// Where one recording stands in the window loop.
-struct FileState {
-    mel: LogMel,
+struct FileState<'a> {
+    mel: LogMel<'a>,
     duration_s: f64,
     seek: usize,
     all_tokens: Vec<usize>,
@@ -47,7 +47,7 @@ struct FileState {
     failed: Option<EngineError>,
 }
 
-impl FileState {
+impl FileState<'_> {
     fn done(&self) -> bool {
         self.seek >= self.mel.content_frames()
     }
@@ -84,7 +84,7 @@ pub(super) fn run(
     };
     let mut results: Vec<Option<Result<Transcript, EngineError>>> =
         inputs.iter().map(|_| None).collect();
-    let mut states: Vec<(usize, FileState)> = Vec::new();
+    let mut states: Vec<(usize, FileState<'_>)> = Vec::new();
     for (i, samples) in inputs.iter().enumerate() {
         let duration_s = samples.len() as f64 / SAMPLE_RATE as f64;
         let fallback_language = language.clone().unwrap_or_else(|| "en".to_string());
@@ -93,7 +93,7 @@ pub(super) fn run(
             results[i] = Some(Ok(Transcript::empty(fallback_language, duration_s)));
             continue;
         }
-        let mel = engine.frontend.compute(samples);
+        let mel = engine.frontend.prepare(samples);
         if mel.content_frames() == 0 {
             results[i] = Some(Ok(Transcript::empty(fallback_language, duration_s)));
             continue;
@@ -155,7 +155,7 @@ fn resolve_language(
 /// Encodes and decodes the first window of every recording in one call each.
 fn first_windows(
     engine: &WhisperEngine,
-    states: &mut [(usize, FileState)],
+    states: &mut [(usize, FileState<'_>)],
     language: Option<&str>,
     options: &DecodeOptions,
 ) -> Result<(), EngineError> {
@@ -216,7 +216,7 @@ fn first_windows(
 /// Decodes the remaining windows of one recording, as faster-whisper does.
 fn later_windows(
     engine: &WhisperEngine,
-    state: &mut FileState,
+    state: &mut FileState<'_>,
     options: &DecodeOptions,
 ) -> Result<(), EngineError> {
     let n_mels = engine.frontend.n_mels();
@@ -273,7 +273,7 @@ fn detect_languages(
 
 /// faster-whisper's `get_prompt`: previous text (if any) behind `<|startofprev|>`,
 /// then the start-of-transcript sequence; timestamps stay enabled.
-fn prompt(engine: &WhisperEngine, state: &FileState) -> Vec<usize> {
+fn prompt(engine: &WhisperEngine, state: &FileState<'_>) -> Vec<usize> {
     let previous = &state.all_tokens[state.prompt_reset_since..];
     let mut prompt = Vec::new();
     if !previous.is_empty() {
@@ -441,7 +441,7 @@ pub(crate) fn compression_ratio(text: &str) -> f64 {
 
 /// Applies a window's result: the no-speech skip, segment splitting at timestamp
 /// tokens, seeking, and the prompt reset.
-fn apply(engine: &WhisperEngine, state: &mut FileState, c: Candidate, options: &DecodeOptions) {
+fn apply(engine: &WhisperEngine, state: &mut FileState<'_>, c: Candidate, options: &DecodeOptions) {
     let segment_size = state.segment_size();
     if let Some(ns) = options.no_speech_threshold {
         let mut skip = c.no_speech_prob > ns;

@@ -4,10 +4,14 @@
 //! dynamic range taken over the whole recording, then `(x + 4) / 4`.
 //!
 //! The dynamic-range clamp is global on purpose: faster-whisper computes it over the
-//! whole file, not per 30-second window, and the model's output depends on it.
+//! whole file, not per 30-second window, and the model's output depends on it. So the
+//! features are made in two passes: one over the whole recording for that maximum, then
+//! each encoder window from the samples when it is needed. Memory follows the window, not
+//! the recording, and every value is the one a whole-file computation gives.
 
 use std::sync::Arc;
 
+use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
 
 pub(crate) const SAMPLE_RATE: usize = 16_000;
@@ -31,11 +35,24 @@ pub(crate) struct MelFrontEnd {
     fft: Arc<dyn RealToComplex<f32>>,
 }
 
-/// A log-mel spectrogram laid out mel-major: `data[m * n_frames + t]`.
-pub(crate) struct LogMel {
-    pub(crate) n_mels: usize,
+/// One recording's log-mel spectrogram, computed window by window: only the dynamic-range
+/// floor is kept for the whole recording, and each 30-second window is computed from the
+/// samples when the decoder asks for it. Whole-file features would add half the PCM's
+/// size again (80 × 4 bytes per 10 ms, against 4 bytes per 62.5 µs of samples).
+pub(crate) struct LogMel<'a> {
+    front: &'a MelFrontEnd,
+    samples: &'a [f32],
     pub(crate) n_frames: usize,
-    data: Vec<f32>,
+    /// The whole recording's highest log10 energy minus 8 decades.
+    floor: f32,
+}
+
+/// Per-frame buffers, allocated once per pass.
+struct FrameScratch {
+    frame: Vec<f32>,
+    spectrum: Vec<Complex<f32>>,
+    fft: Vec<Complex<f32>>,
+    power: [f32; N_BINS],
 }
 
 impl MelFrontEnd {
@@ -74,92 +91,129 @@ impl MelFrontEnd {
         self.n_mels
     }
 
-    /// Log-mel features of 16 kHz mono samples. Like faster-whisper, the signal is first
-    /// padded with one hop of zeros and the last STFT frame is dropped, so the result
-    /// has `len / 160 + 1` frames.
-    pub(crate) fn compute(&self, samples: &[f32]) -> LogMel {
-        let mut signal = Vec::with_capacity(samples.len() + HOP);
-        signal.extend_from_slice(samples);
-        signal.resize(samples.len() + HOP, 0.0);
-        let n = signal.len();
-        let pad = N_FFT / 2;
-        let n_frames = n / HOP; // 1 + (n + 2*pad - N_FFT) / HOP, minus the dropped frame
-        let mut data = vec![0.0f32; self.n_mels * n_frames];
-
-        let mut frame = self.fft.make_input_vec();
-        let mut spectrum = self.fft.make_output_vec();
-        let mut scratch = self.fft.make_scratch_vec();
-        let mut power = [0.0f32; N_BINS];
-        for t in 0..n_frames {
-            let start = (t * HOP) as isize - pad as isize;
-            for (i, slot) in frame.iter_mut().enumerate() {
-                let idx = start + i as isize;
-                let s = if idx >= 0 && (idx as usize) < n {
-                    signal[idx as usize]
-                } else {
-                    signal[reflect(idx, n)]
-                };
-                *slot = s * self.window[i];
-            }
-            // The planner was built for N_FFT and the buffers by the plan: this cannot fail.
-            if self
-                .fft
-                .process_with_scratch(&mut frame, &mut spectrum, &mut scratch)
-                .is_err()
-            {
-                unreachable!("FFT buffers are sized by their own plan");
-            }
-            for (p, c) in power.iter_mut().zip(spectrum.iter()) {
-                *p = c.re * c.re + c.im * c.im;
-            }
-            for (m, band) in self.bands.iter().enumerate() {
-                let bins = &power[band.first_bin..band.first_bin + band.weights.len()];
-                let energy: f32 = bins.iter().zip(&band.weights).map(|(p, w)| p * w).sum();
-                data[m * n_frames + t] = energy;
-            }
-        }
-
+    /// Prepares the log-mel features of 16 kHz mono samples. Like faster-whisper, the
+    /// signal is first padded with one hop of zeros and the last STFT frame is dropped, so
+    /// the result has `len / 160 + 1` frames.
+    ///
+    /// This is one pass over the recording, for the dynamic-range floor (faster-whisper
+    /// takes it over the whole file); nothing it keeps grows with the recording.
+    pub(crate) fn prepare<'a>(&'a self, samples: &'a [f32]) -> LogMel<'a> {
+        // 1 + (n + 2*pad - N_FFT) / HOP frames of the padded signal, minus the dropped one.
+        let n_frames = (samples.len() + HOP) / HOP;
+        let mut scratch = self.scratch();
+        let mut energies = vec![0.0f32; self.n_mels];
         let mut max = f32::NEG_INFINITY;
-        for v in data.iter_mut() {
-            *v = v.max(1e-10).log10();
-            max = max.max(*v);
-        }
-        let floor = max - 8.0;
-        for v in data.iter_mut() {
-            *v = (v.max(floor) + 4.0) / 4.0;
+        for t in 0..n_frames {
+            self.frame_energies(samples, t, &mut scratch, &mut energies);
+            for &e in &energies {
+                max = max.max(e.max(1e-10).log10());
+            }
         }
         LogMel {
-            n_mels: self.n_mels,
+            front: self,
+            samples,
             n_frames,
-            data,
+            floor: max - 8.0,
+        }
+    }
+
+    fn scratch(&self) -> FrameScratch {
+        FrameScratch {
+            frame: self.fft.make_input_vec(),
+            spectrum: self.fft.make_output_vec(),
+            fft: self.fft.make_scratch_vec(),
+            power: [0.0; N_BINS],
+        }
+    }
+
+    /// Mel energies of STFT frame `t` of `samples` (centred and reflect-padded, after the
+    /// extra hop of zeros), one per band into `out`.
+    fn frame_energies(
+        &self,
+        samples: &[f32],
+        t: usize,
+        scratch: &mut FrameScratch,
+        out: &mut [f32],
+    ) {
+        // The padded signal: the samples, then one hop of zeros.
+        let n = samples.len() + HOP;
+        let at = |i: usize| samples.get(i).copied().unwrap_or(0.0);
+        let start = (t * HOP) as isize - (N_FFT / 2) as isize;
+        for (i, slot) in scratch.frame.iter_mut().enumerate() {
+            let idx = start + i as isize;
+            let s = if idx >= 0 && (idx as usize) < n {
+                at(idx as usize)
+            } else {
+                at(reflect(idx, n))
+            };
+            *slot = s * self.window[i];
+        }
+        // The planner was built for N_FFT and the buffers by the plan: this cannot fail.
+        if self
+            .fft
+            .process_with_scratch(&mut scratch.frame, &mut scratch.spectrum, &mut scratch.fft)
+            .is_err()
+        {
+            unreachable!("FFT buffers are sized by their own plan");
+        }
+        for (p, c) in scratch.power.iter_mut().zip(scratch.spectrum.iter()) {
+            *p = c.re * c.re + c.im * c.im;
+        }
+        for (band, slot) in self.bands.iter().zip(out.iter_mut()) {
+            let bins = &scratch.power[band.first_bin..band.first_bin + band.weights.len()];
+            *slot = bins.iter().zip(&band.weights).map(|(p, w)| p * w).sum();
         }
     }
 }
 
-impl LogMel {
-    pub(crate) fn into_data(self) -> Vec<f32> {
-        self.data
-    }
-
+impl LogMel<'_> {
     /// Frames that hold audio; faster-whisper ignores the final frame when seeking.
     pub(crate) fn content_frames(&self) -> usize {
         self.n_frames.saturating_sub(1)
     }
 
-    /// Copies frames `[start, start + len)` into `out` as one `[n_mels, 3000]` encoder
+    /// log10 with its floor, the dynamic-range clamp and Whisper's scaling, in
+    /// faster-whisper's order.
+    fn normalise(&self, energy: f32) -> f32 {
+        (energy.max(1e-10).log10().max(self.floor) + 4.0) / 4.0
+    }
+
+    /// Computes frames `[start, start + len)` into `out` as one `[n_mels, 3000]` encoder
     /// window, zero-padded on the right (zeros in the normalised log domain, as
     /// faster-whisper's `pad_or_trim` does).
     pub(crate) fn window_into(&self, start: usize, len: usize, out: &mut Vec<f32>) {
         let len = len
             .min(WINDOW_FRAMES)
             .min(self.n_frames.saturating_sub(start));
+        let n_mels = self.front.n_mels;
         let base = out.len();
-        out.resize(base + self.n_mels * WINDOW_FRAMES, 0.0);
-        for m in 0..self.n_mels {
-            let src = &self.data[m * self.n_frames + start..m * self.n_frames + start + len];
-            let dst = base + m * WINDOW_FRAMES;
-            out[dst..dst + len].copy_from_slice(src);
+        out.resize(base + n_mels * WINDOW_FRAMES, 0.0);
+        let mut scratch = self.front.scratch();
+        let mut energies = vec![0.0f32; n_mels];
+        for i in 0..len {
+            self.front
+                .frame_energies(self.samples, start + i, &mut scratch, &mut energies);
+            for (m, &e) in energies.iter().enumerate() {
+                out[base + m * WINDOW_FRAMES + i] = self.normalise(e);
+            }
         }
+    }
+
+    /// The whole spectrogram, mel-major (`data[m * n_frames + t]`). For diagnostics and
+    /// parity checks only: the engine never holds a whole recording's features.
+    pub(crate) fn to_vec(&self) -> Vec<f32> {
+        let n_mels = self.front.n_mels;
+        let mut data = vec![0.0f32; n_mels * self.n_frames];
+        let mut scratch = self.front.scratch();
+        let mut energies = vec![0.0f32; n_mels];
+        for t in 0..self.n_frames {
+            self.front
+                .frame_energies(self.samples, t, &mut scratch, &mut energies);
+            for (m, &e) in energies.iter().enumerate() {
+                data[m * self.n_frames + t] = self.normalise(e);
+            }
+        }
+        data
     }
 }
 
@@ -220,7 +274,8 @@ mod tests {
     #[test]
     fn frame_count_matches_faster_whisper() {
         let fe = MelFrontEnd::new(80);
-        let mel = fe.compute(&vec![0.0; 16_000]);
+        let samples = vec![0.0; 16_000];
+        let mel = fe.prepare(&samples);
         assert_eq!(mel.n_frames, 101);
         assert_eq!(mel.content_frames(), 100);
     }
@@ -228,8 +283,9 @@ mod tests {
     #[test]
     fn silence_is_flat_at_the_floor() {
         let fe = MelFrontEnd::new(80);
-        let mel = fe.compute(&vec![0.0; 8_000]);
-        assert!(mel.data.iter().all(|&v| (v - (-1.5)).abs() < 1e-6));
+        let samples = vec![0.0; 8_000];
+        let data = fe.prepare(&samples).to_vec();
+        assert!(data.iter().all(|&v| (v - (-1.5)).abs() < 1e-6));
     }
 
     #[test]
@@ -263,12 +319,11 @@ mod tests {
         let tone: Vec<f32> = (0..16_000)
             .map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16_000.0).sin())
             .collect();
-        let mel = fe.compute(&tone);
+        let mel = fe.prepare(&tone);
+        let (data, n_frames) = (mel.to_vec(), mel.n_frames);
         let t = 50;
         let loudest = (0..80)
-            .max_by(|&a, &b| {
-                mel.data[a * mel.n_frames + t].total_cmp(&mel.data[b * mel.n_frames + t])
-            })
+            .max_by(|&a, &b| data[a * n_frames + t].total_cmp(&data[b * n_frames + t]))
             .unwrap();
         // 1 kHz sits at mel 15, i.e. band index ~ 15 / 45.25 * 81 - 1 ≈ 26.
         assert!((25..=27).contains(&loudest), "loudest band {loudest}");
@@ -279,5 +334,96 @@ mod tests {
         // np.pad([0,1,2,3], 3, mode="reflect") -> [3,2,1,0,1,2,3,2,1,0]
         let got: Vec<usize> = (-3..7).map(|i| reflect(i, 4)).collect();
         assert_eq!(got, vec![3, 2, 1, 0, 1, 2, 3, 2, 1, 0]);
+    }
+
+    /// The front end as it was before features were made per window: the whole
+    /// recording at once, then log10, the global clamp and the scaling.
+    fn whole_file(fe: &MelFrontEnd, samples: &[f32]) -> (Vec<f32>, usize) {
+        let mut signal = samples.to_vec();
+        signal.resize(samples.len() + HOP, 0.0);
+        let n = signal.len();
+        let n_frames = n / HOP;
+        let mut data = vec![0.0f32; fe.n_mels * n_frames];
+        let mut frame = fe.fft.make_input_vec();
+        let mut spectrum = fe.fft.make_output_vec();
+        let mut scratch = fe.fft.make_scratch_vec();
+        for t in 0..n_frames {
+            let start = (t * HOP) as isize - (N_FFT / 2) as isize;
+            for (i, slot) in frame.iter_mut().enumerate() {
+                let idx = start + i as isize;
+                let s = if idx >= 0 && (idx as usize) < n {
+                    signal[idx as usize]
+                } else {
+                    signal[reflect(idx, n)]
+                };
+                *slot = s * fe.window[i];
+            }
+            fe.fft
+                .process_with_scratch(&mut frame, &mut spectrum, &mut scratch)
+                .unwrap();
+            let power: Vec<f32> = spectrum.iter().map(|c| c.re * c.re + c.im * c.im).collect();
+            for (m, band) in fe.bands.iter().enumerate() {
+                let bins = &power[band.first_bin..band.first_bin + band.weights.len()];
+                data[m * n_frames + t] = bins.iter().zip(&band.weights).map(|(p, w)| p * w).sum();
+            }
+        }
+        let mut max = f32::NEG_INFINITY;
+        for v in data.iter_mut() {
+            *v = v.max(1e-10).log10();
+            max = max.max(*v);
+        }
+        let floor = max - 8.0;
+        for v in data.iter_mut() {
+            *v = (v.max(floor) + 4.0) / 4.0;
+        }
+        (data, n_frames)
+    }
+
+    /// A signal with structure everywhere: a chirp, bursts and a little noise.
+    fn busy_signal(n: usize) -> Vec<f32> {
+        let mut x = 0x2545_f491u32;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let t = i as f32 / 16_000.0;
+                let burst = if (i / 5_000) % 3 == 0 { 0.0 } else { 0.3 };
+                burst * (2.0 * std::f32::consts::PI * (200.0 + 40.0 * t) * t).sin()
+                    + 0.001 * ((x as f32 / u32::MAX as f32) * 2.0 - 1.0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn windows_are_bit_identical_to_whole_file_features() {
+        for n_mels in [80, 128] {
+            let fe = MelFrontEnd::new(n_mels);
+            // 75 s: three windows and a partial one; the short ones exercise the
+            // reflect padding that wraps more than once.
+            for len in [75 * 16_000 + 123, 16_000, 399, 150, 1, 0] {
+                let samples = busy_signal(len);
+                let (want, n_frames) = whole_file(&fe, &samples);
+                let mel = fe.prepare(&samples);
+                assert_eq!(mel.n_frames, n_frames);
+                assert_eq!(mel.to_vec(), want, "{len} samples, {n_mels} mels");
+                // Windows at the starts the decoder seeks to, including ragged ones and
+                // one that runs past the end.
+                for start in [0, 1, 1_234, 3_000, 4_567, n_frames.saturating_sub(10)] {
+                    let size = WINDOW_FRAMES.min(mel.content_frames().saturating_sub(start));
+                    let mut got = vec![7.0f32; 3];
+                    mel.window_into(start, size, &mut got);
+                    assert_eq!(got.len(), 3 + n_mels * WINDOW_FRAMES);
+                    assert_eq!(&got[..3], &[7.0f32; 3], "appends, does not overwrite");
+                    for m in 0..n_mels {
+                        let row = &got[3 + m * WINDOW_FRAMES..3 + (m + 1) * WINDOW_FRAMES];
+                        let take = size.min(n_frames.saturating_sub(start));
+                        let src = &want[m * n_frames + start.min(n_frames)..][..take];
+                        assert_eq!(&row[..take], src, "{len} samples, start {start}, mel {m}");
+                        assert!(row[take..].iter().all(|&v| v == 0.0));
+                    }
+                }
+            }
+        }
     }
 }
