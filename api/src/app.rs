@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -14,7 +14,8 @@ use shared::objects::ObjectStore;
 use shared::queue::JobQueue;
 use sqlx::PgPool;
 
-use crate::auth::RateLimiter;
+use crate::auth::{AuthGuard, RateLimiter};
+use crate::error::ApiError;
 use crate::{health, jobs};
 
 #[derive(Clone)]
@@ -24,6 +25,9 @@ pub struct AppState {
     pub queue: JobQueue,
     pub objects: ObjectStore,
     pub limiter: Arc<RateLimiter>,
+    pub auth: Arc<AuthGuard>,
+    /// Requests in flight in this process, bounded by `max_concurrent_requests`.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -35,10 +39,29 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_in_flight,
+        ))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .layer(middleware::from_fn(close_after_refused_body))
         .with_state(state)
+}
+
+/// Sheds load beyond `max_concurrent_requests` with 503 `overloaded`, so a flood of slow
+/// clients cannot hold every connection, file descriptor and pool slot of the process.
+async fn limit_in_flight(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let _permit = state
+        .in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Overloaded)?;
+    Ok(next.run(request).await)
 }
 
 /// A request refused before its body was read (bad key, rate limit, database down, …)
@@ -79,6 +102,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.rate_limit_per_s,
             config.rate_limit_burst,
         )),
+        auth: Arc::new(AuthGuard::new(
+            config.auth_failures_per_s,
+            config.auth_failures_burst,
+            // Key lookups may use half the pool; job queries keep the rest.
+            (config.database_max_connections as usize / 2).max(1),
+        )),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(
+            config.max_concurrent_requests.max(1),
+        )),
         config: Arc::new(config.clone()),
         db,
         queue,
@@ -88,7 +120,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "voxq-api listening");
-    axum::serve(listener, router(state))
+    // Client addresses feed the failed-authentication limit.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("voxq-api stopped");

@@ -11,14 +11,26 @@ pub enum ApiError {
     Unauthorized,
     #[error("this API key lacks the '{0}' scope")]
     Forbidden(&'static str),
-    #[error("{0}")]
-    ForbiddenSource(String),
+    #[error("this tenant may read only its own uploads and the S3 prefixes granted to it")]
+    ForbiddenSource,
+    #[error("audio URLs may not use port {0}")]
+    ForbiddenPort(u16),
     #[error("job not found")]
     NotFound,
     #[error("{0}")]
     BadRequest(String),
     #[error("upload larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("{field} is longer than {limit} bytes")]
+    FieldTooLong { field: &'static str, limit: usize },
+    #[error("the request body stalled; send it faster")]
+    RequestTimeout,
+    #[error("too many failed authentications from this address; retry after {retry_after_s} s")]
+    AuthRateLimited { retry_after_s: u64 },
+    #[error("the server is at its request limit; retry shortly")]
+    Overloaded,
     #[error("rate limit exceeded; retry after {retry_after_s} s")]
     RateLimited { retry_after_s: u64 },
     #[error("{0} is unavailable; retry later")]
@@ -30,10 +42,16 @@ impl ApiError {
         match self {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "missing-scope"),
-            Self::ForbiddenSource(_) => (StatusCode::FORBIDDEN, "forbidden-source"),
+            Self::ForbiddenSource => (StatusCode::FORBIDDEN, "forbidden-source"),
+            Self::ForbiddenPort(_) => (StatusCode::BAD_REQUEST, "forbidden-port"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not-found"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "file-too-large"),
+            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large"),
+            Self::FieldTooLong { .. } => (StatusCode::BAD_REQUEST, "field-too-long"),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request-timeout"),
+            Self::AuthRateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "auth-rate-limited"),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
@@ -46,7 +64,7 @@ impl IntoResponse for ApiError {
         let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
         let mut response = (status, body).into_response();
         match &self {
-            Self::RateLimited { retry_after_s } => {
+            Self::RateLimited { retry_after_s } | Self::AuthRateLimited { retry_after_s } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
@@ -60,6 +78,11 @@ impl IntoResponse for ApiError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::Overloaded => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

@@ -20,24 +20,30 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         tokio::time::timeout(LIMIT, state.queue.ping()),
         tokio::time::timeout(LIMIT, state.objects.ping()),
     );
+    // The answer names the dependency and its state only; the cause (addresses, raw
+    // errors) goes to the log.
     fn show<E: std::fmt::Display>(
+        name: &'static str,
         r: Result<Result<(), E>, tokio::time::error::Elapsed>,
-    ) -> (bool, String) {
-        match r {
-            Ok(Ok(())) => (true, "ok".into()),
-            Ok(Err(e)) => (false, e.to_string()),
-            Err(_) => (false, "timed out".into()),
-        }
+    ) -> (&'static str, (bool, &'static str)) {
+        let state = match r {
+            Ok(Ok(())) => (true, "ok"),
+            Ok(Err(e)) => {
+                tracing::warn!(dependency = name, error = %e, "readiness check failed");
+                (false, "down")
+            }
+            Err(_) => {
+                tracing::warn!(dependency = name, "readiness check timed out");
+                (false, "timeout")
+            }
+        };
+        (name, state)
     }
-    let checks = [
-        ("postgres", show(db)),
-        ("redis", show(redis)),
-        ("s3", show(s3)),
-    ];
+    let checks = [show("postgres", db), show("redis", redis), show("s3", s3)];
     let ready = checks.iter().all(|(_, (ok, _))| *ok);
     let body: serde_json::Map<String, Value> = checks
         .into_iter()
-        .map(|(name, (_, detail))| (name.to_string(), json!(detail)))
+        .map(|(name, (_, state))| (name.to_string(), json!(state)))
         .collect();
     let status = if ready {
         StatusCode::OK

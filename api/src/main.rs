@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shared::config::Config;
+use shared::domain::S3Prefix;
 
 mod app;
 mod auth;
@@ -27,6 +28,32 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Manage the S3 prefixes a tenant may submit audio from (besides its own uploads).
+    Sources {
+        #[command(subcommand)]
+        command: SourcesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SourcesCommand {
+    /// Let a tenant submit any object under an S3 prefix: `s3://bucket/prefix/`.
+    Grant {
+        #[arg(long)]
+        tenant: String,
+        prefix: S3Prefix,
+    },
+    /// Withdraw a grant; jobs not yet run from it then fail with `forbidden-source`.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        prefix: S3Prefix,
+    },
+    /// List grants, of one tenant or of all: `tenant<TAB>s3://bucket/prefix/<TAB>created`.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -66,6 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => app::serve(config).await,
+        Command::Sources { command } => sources(&config, command).await,
         Command::Keys {
             command: KeysCommand::Create { tenant, scopes },
         } => {
@@ -89,6 +117,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn sources(config: &Config, command: SourcesCommand) -> anyhow::Result<()> {
+    let pool = shared::db::connect(config)
+        .await
+        .context("connecting to PostgreSQL")?;
+    shared::db::migrate(&pool).await?;
+    match command {
+        SourcesCommand::Grant { tenant, prefix } => {
+            shared::db::grant_source(&pool, tenant.trim(), &prefix).await?;
+            println!("granted {prefix} to tenant {}", tenant.trim());
+        }
+        SourcesCommand::Revoke { tenant, prefix } => {
+            if shared::db::revoke_source(&pool, tenant.trim(), &prefix).await? {
+                println!("revoked {prefix} from tenant {}", tenant.trim());
+            } else {
+                anyhow::bail!("tenant {} has no grant of {prefix}", tenant.trim());
+            }
+        }
+        SourcesCommand::List { tenant } => {
+            for g in shared::db::list_sources(&pool, tenant.as_deref().map(str::trim)).await? {
+                println!(
+                    "{}\ts3://{}/{}\t{}",
+                    g.tenant,
+                    g.bucket,
+                    g.prefix,
+                    g.created_at.to_rfc3339()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn init_tracing() {

@@ -79,6 +79,17 @@ pub struct Config {
     pub rate_limit_per_s: f64,
     /// Requests a key may make in a burst above the sustained rate.
     pub rate_limit_burst: u32,
+    /// Failed authentications allowed per client address and second; above the burst,
+    /// unknown keys from that address get 429 without a database lookup (keys that
+    /// recently succeeded keep working). 0 disables the limit.
+    pub auth_failures_per_s: f64,
+    /// Failed authentications a client address may make in a burst.
+    pub auth_failures_burst: u32,
+    /// Seconds a request body may stall (no bytes arriving) before the request ends
+    /// with 408.
+    pub body_timeout_s: u64,
+    /// Requests one API process serves at once; more get 503 `overloaded`.
+    pub max_concurrent_requests: usize,
 
     // --- worker ---
     /// faster-whisper model directory.
@@ -117,13 +128,23 @@ pub struct Config {
     pub max_audio_s: f64,
     /// Largest audio file fetched, bytes.
     pub max_fetch_bytes: u64,
-    /// Timeout of one HTTPS or S3 fetch, seconds.
+    /// Deadline of one whole fetch, seconds: for a URL, name resolution, every redirect
+    /// and the body together; for S3, the whole download.
     pub fetch_timeout_s: u64,
+    /// Slowest transfer accepted from an audio server, bytes per second averaged over the
+    /// last `fetch_min_rate_window_s`; a slower one is aborted (0 = no minimum).
+    pub fetch_min_bytes_per_s: u64,
+    /// Window of `fetch_min_bytes_per_s`, seconds; the rate is first checked after the
+    /// body has been arriving for this long.
+    pub fetch_min_rate_window_s: u64,
     /// Comma-separated CIDRs that HTTPS fetches may reach even though they are private,
     /// loopback or link-local (e.g. `10.1.0.0/16`). Empty: only public addresses.
     pub fetch_allow: String,
     /// Also accept `http://` audio URLs (the SSRF rules still apply). Off by default.
     pub fetch_allow_http: bool,
+    /// Ports audio URLs may name besides 443 (and 80 when `fetch_allow_http`), e.g.
+    /// `[8443]`; any other port is refused before connecting.
+    pub fetch_allow_ports: Vec<u16>,
     // --- providers, scoring and summaries (worker) ---
     /// Remote OpenAI-compatible transcription providers (`/audio/transcriptions`), by name.
     pub transcribe_providers: Vec<ProviderConfig>,
@@ -162,6 +183,10 @@ impl Default for Config {
             max_upload_bytes: 25 * 1024 * 1024,
             rate_limit_per_s: 50.0,
             rate_limit_burst: 100,
+            auth_failures_per_s: 1.0,
+            auth_failures_burst: 20,
+            body_timeout_s: 30,
+            max_concurrent_requests: 512,
             model_dir: PathBuf::from("models/whisper-tiny.en"),
             interactive_concurrency: 2,
             bulk_concurrency: 1,
@@ -180,8 +205,11 @@ impl Default for Config {
             max_audio_s: 4.0 * 3600.0,
             max_fetch_bytes: 100 * 1024 * 1024,
             fetch_timeout_s: 60,
+            fetch_min_bytes_per_s: 16 * 1024,
+            fetch_min_rate_window_s: 5,
             fetch_allow: String::new(),
             fetch_allow_http: false,
+            fetch_allow_ports: Vec::new(),
             transcribe_providers: Vec::new(),
             transcribe_order: vec![LOCAL_PROVIDER.into()],
             chat_cheap: Vec::new(),
@@ -195,6 +223,23 @@ impl Default for Config {
     }
 }
 
+/// `VOXQ_*` variables that are not settings of [`Config`]: read by the logger, the build
+/// (`VOXQ_ONEDNN_DIR`, see worker/onednn) or the test scripts. Every other `VOXQ_*`
+/// variable must name a setting, so a typo is refused instead of ignored.
+const NOT_SETTINGS: &[&str] = &[
+    "config",
+    "log",
+    "log_format",
+    "onednn_dir",
+    "test_database",
+    "test_s3_port",
+];
+
+/// The fetch port rule (see [`Config::fetch_port_allowed`]).
+pub fn port_allowed(port: u16, allow_http: bool, allow_ports: &[u16]) -> bool {
+    port == 443 || (port == 80 && allow_http) || allow_ports.contains(&port)
+}
+
 impl Config {
     /// Defaults, then `$VOXQ_CONFIG` (TOML) if set, then `VOXQ_*` variables.
     pub fn load() -> Result<Self, ConfigError> {
@@ -203,12 +248,7 @@ impl Config {
             figment = figment.merge(Toml::file_exact(PathBuf::from(path)));
         }
         let config: Config = figment
-            .merge(Env::prefixed("VOXQ_").ignore(&[
-                "config",
-                "log",
-                "test_database",
-                "test_s3_port",
-            ]))
+            .merge(Env::prefixed("VOXQ_").ignore(NOT_SETTINGS))
             .extract()
             .map_err(Box::new)?;
         config.validate()?;
@@ -264,6 +304,27 @@ impl Config {
             .collect()
     }
 
+    /// How long a `processing` job may go untouched before its run counts as lost (its
+    /// worker missed `missed_heartbeats` heartbeats) and another run may claim it.
+    pub fn run_lost_after(&self) -> Duration {
+        Duration::from_secs(
+            self.heartbeat_interval_s
+                .saturating_mul(self.missed_heartbeats as u64),
+        )
+    }
+
+    /// Whether audio may be fetched from `port`: 443, 80 with `fetch_allow_http`, and
+    /// the ports of `fetch_allow_ports`. The API checks it at submission, the fetch stage
+    /// on every hop.
+    pub fn fetch_port_allowed(&self, port: u16) -> bool {
+        port_allowed(port, self.fetch_allow_http, &self.fetch_allow_ports)
+    }
+
+    /// How long a request body may stall.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_s.max(1))
+    }
+
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms.max(1))
     }
@@ -273,6 +334,23 @@ impl Config {
 #[allow(clippy::result_large_err)] // figment::Jail's closure signature
 mod tests {
     use super::*;
+
+    #[test]
+    fn fetch_ports_are_a_list_in_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            assert!(Config::load().expect("loads").fetch_allow_ports.is_empty());
+            jail.set_env("VOXQ_FETCH_ALLOW_PORTS", "[8443, 9000]");
+            jail.set_env("VOXQ_FETCH_MIN_BYTES_PER_S", "0");
+            let config = Config::load().expect("loads");
+            assert_eq!(config.fetch_allow_ports, [8443, 9000]);
+            assert_eq!(config.fetch_min_bytes_per_s, 0);
+            jail.set_env("VOXQ_FETCH_ALLOW_PORTS", "[70000]");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.to_lowercase().contains("fetch_allow_ports"), "{err}");
+            Ok(())
+        });
+    }
 
     #[test]
     fn env_overrides_file_and_defaults() {
@@ -325,6 +403,10 @@ mod tests {
             let err = Config::load().unwrap_err().to_string();
             assert!(err.contains("fetch_allow"), "{err}");
             jail.set_env("VOXQ_FETCH_ALLOW", "");
+            // The build's and the logger's variables are not settings, and not refused.
+            jail.set_env("VOXQ_ONEDNN_DIR", "/opt/onednn");
+            jail.set_env("VOXQ_LOG", "debug");
+            Config::load().expect("VOXQ_ONEDNN_DIR and VOXQ_LOG are not settings");
             jail.set_env("VOXQ_NO_SUCH_SETTING", "1");
             let err = Config::load().unwrap_err().to_string();
             assert!(err.contains("no_such_setting"), "{err}");

@@ -15,7 +15,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::domain::{JobOptions, JobResult, JobStatus, Lane, Transcript};
+use crate::domain::{
+    is_canonical_key, JobOptions, JobResult, JobStatus, Lane, S3Prefix, Transcript,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -116,19 +118,182 @@ pub async fn create_api_key(
     })
 }
 
-/// The live key whose secret this is, if any.
-pub async fn find_api_key(pool: &PgPool, secret: &str) -> Result<Option<ApiKeyRecord>, DbError> {
+/// The live key whose secret hashes to `hash` ([`hash_key`]), if any.
+pub async fn find_api_key_by_hash(
+    pool: &PgPool,
+    hash: &[u8],
+) -> Result<Option<ApiKeyRecord>, DbError> {
     let row = sqlx::query(
         "SELECT id, tenant_id, scopes FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
     )
-    .bind(hash_key(secret))
+    .bind(hash)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| ApiKeyRecord {
-        id: r.get("id"),
-        tenant_id: r.get("tenant_id"),
-        scopes: r.get("scopes"),
-    }))
+    row.map(|r| {
+        Ok(ApiKeyRecord {
+            id: r.try_get("id")?,
+            tenant_id: r.try_get("tenant_id")?,
+            scopes: r.try_get("scopes")?,
+        })
+    })
+    .transpose()
+}
+
+// ---------------------------------------------------------------- source grants
+
+/// An S3 prefix a tenant may submit audio from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceGrant {
+    pub tenant: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("unknown tenant '{0}'")]
+    UnknownTenant(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for GrantError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+/// Lets `tenant` submit any object of `prefix` (see [`S3Prefix`]). Granting twice is a
+/// no-op.
+pub async fn grant_source(
+    pool: &PgPool,
+    tenant: &str,
+    prefix: &S3Prefix,
+) -> Result<(), GrantError> {
+    let done = sqlx::query(
+        "INSERT INTO source_grants (tenant_id, bucket, prefix)
+         SELECT id, $2, $3 FROM tenants WHERE name = $1
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(&prefix.bucket)
+    .bind(&prefix.prefix)
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 0 && tenant_id(pool, tenant).await?.is_none() {
+        return Err(GrantError::UnknownTenant(tenant.to_string()));
+    }
+    Ok(())
+}
+
+/// Withdraws a grant; `false` if there was none.
+pub async fn revoke_source(
+    pool: &PgPool,
+    tenant: &str,
+    prefix: &S3Prefix,
+) -> Result<bool, GrantError> {
+    if tenant_id(pool, tenant).await?.is_none() {
+        return Err(GrantError::UnknownTenant(tenant.to_string()));
+    }
+    let done = sqlx::query(
+        "DELETE FROM source_grants g USING tenants t
+         WHERE g.tenant_id = t.id AND t.name = $1 AND g.bucket = $2 AND g.prefix = $3",
+    )
+    .bind(tenant)
+    .bind(&prefix.bucket)
+    .bind(&prefix.prefix)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Grants of one tenant, or of all tenants, by tenant, bucket and prefix.
+pub async fn list_sources(
+    pool: &PgPool,
+    tenant: Option<&str>,
+) -> Result<Vec<SourceGrant>, DbError> {
+    let rows = sqlx::query(
+        "SELECT t.name, g.bucket, g.prefix, g.created_at
+         FROM source_grants g JOIN tenants t ON t.id = g.tenant_id
+         WHERE $1::text IS NULL OR t.name = $1
+         ORDER BY t.name, g.bucket, g.prefix",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SourceGrant {
+                tenant: r.try_get("name")?,
+                bucket: r.try_get("bucket")?,
+                prefix: r.try_get("prefix")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+async fn tenant_id(pool: &PgPool, name: &str) -> Result<Option<Uuid>, DbError> {
+    Ok(sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// Whether a tenant may have `s3://bucket/key` transcribed: its own uploads in the
+/// uploads bucket, or an object under a prefix granted to it. Keys that are not
+/// canonical (`..`, `.` or empty segments) are never readable. Nothing asks S3, so the
+/// answer is the same whether the object exists or not.
+pub async fn may_read_source(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    uploads_bucket: &str,
+    bucket: &str,
+    key: &str,
+) -> Result<bool, DbError> {
+    if !is_canonical_key(key) {
+        return Ok(false);
+    }
+    if bucket == uploads_bucket && key.starts_with(&format!("uploads/{tenant_id}/")) {
+        return Ok(true);
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM source_grants
+                        WHERE tenant_id = $1 AND bucket = $2 AND starts_with($3, prefix))",
+    )
+    .bind(tenant_id)
+    .bind(bucket)
+    .bind(key)
+    .fetch_one(pool)
+    .await?)
+}
+
+// ---------------------------------------------------------------- leases
+
+/// Takes or renews the lease `name` for `holder` for `ttl`; `true` while `holder` has
+/// it. Another holder gets it only once it has expired, so one process at a time does
+/// a fleet-wide duty, and a dead holder is replaced within `ttl`.
+pub async fn try_lease(
+    pool: &PgPool,
+    name: &str,
+    holder: &str,
+    ttl: Duration,
+) -> Result<bool, DbError> {
+    let got: Option<String> = sqlx::query_scalar(
+        "INSERT INTO leases (name, holder, expires_at)
+         VALUES ($1, $2, now() + make_interval(secs => $3))
+         ON CONFLICT (name) DO UPDATE
+             SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+             WHERE leases.holder = EXCLUDED.holder OR leases.expires_at < now()
+         RETURNING holder",
+    )
+    .bind(name)
+    .bind(holder)
+    .bind(ttl.as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    Ok(got.is_some())
 }
 
 // ---------------------------------------------------------------- jobs
@@ -177,54 +342,126 @@ pub struct QueuedJob {
     pub lane: Lane,
     /// Runs so far; part of the queue task id, so a re-push of the same run is a no-op.
     pub attempts: i32,
-    /// A `processing` job whose worker stopped touching it: its run was lost.
+    /// A run of this job was lost (its worker stopped touching it) and the job was put
+    /// back to `queued`: its old task id is used up.
     pub abandoned: bool,
 }
 
-/// Queued jobs that were never pushed to Redis, or were pushed longer ago than
-/// `stale` (Redis may have lost them), oldest first; then `processing` jobs not touched
-/// for `abandoned` (their worker's run was lost, e.g. cancelled when Redis failed).
+/// Queued jobs that were never pushed to Redis, or were pushed longer ago than `stale`
+/// (Redis may have lost them), oldest first. Each half is an index range of
+/// `jobs_to_enqueue`, so a sweep reads only the rows it returns.
 pub async fn jobs_to_enqueue(
     pool: &PgPool,
     stale: Duration,
-    abandoned: Duration,
     limit: i64,
 ) -> Result<Vec<QueuedJob>, DbError> {
     let rows = sqlx::query(
-        "(SELECT id, lane, attempts, false AS abandoned FROM jobs
-          WHERE status = 'queued'
-            AND (enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => $1))
+        "(SELECT id, lane, attempts FROM jobs
+          WHERE status = 'queued' AND enqueued_at IS NULL
           ORDER BY enqueued_at NULLS FIRST LIMIT $2)
          UNION ALL
-         (SELECT id, lane, attempts, true FROM jobs
-          WHERE status = 'processing' AND updated_at < now() - make_interval(secs => $3)
-          LIMIT $2)",
+         (SELECT id, lane, attempts FROM jobs
+          WHERE status = 'queued' AND enqueued_at < now() - make_interval(secs => $1)
+          ORDER BY enqueued_at NULLS FIRST LIMIT $2)",
     )
     .bind(stale.as_secs_f64())
     .bind(limit)
-    .bind(abandoned.as_secs_f64())
     .fetch_all(pool)
     .await?;
-    rows.into_iter()
-        .map(|r| {
-            let lane: String = r.get("lane");
-            Ok(QueuedJob {
-                id: r.get("id"),
-                lane: lane.parse().map_err(DbError::Corrupt)?,
-                attempts: r.get("attempts"),
-                abandoned: r.get("abandoned"),
-            })
-        })
-        .collect()
+    rows.into_iter().map(|r| queued_job(&r, false)).collect()
 }
 
-/// Marks a running job as alive (its worker calls this while it works on it).
-pub async fn touch_job(pool: &PgPool, id: Uuid) -> Result<(), DbError> {
-    sqlx::query("UPDATE jobs SET updated_at = now() WHERE id = $1 AND status = 'processing'")
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(())
+fn queued_job(r: &sqlx::postgres::PgRow, abandoned: bool) -> Result<QueuedJob, DbError> {
+    let lane: String = r.try_get("lane")?;
+    Ok(QueuedJob {
+        id: r.try_get("id")?,
+        lane: lane.parse().map_err(DbError::Corrupt)?,
+        attempts: r.try_get("attempts")?,
+        abandoned,
+    })
+}
+
+/// What became of the `processing` jobs whose run was lost (not touched for `lost`).
+#[derive(Debug, Default)]
+pub struct LostRuns {
+    /// Put back to `queued` (run token cleared), to be pushed again.
+    pub requeued: Vec<QueuedJob>,
+    /// Failed as `worker-crashed`: their runs reached `max_attempts`, each one lost. A job
+    /// that takes its worker down (out of memory, an abort in native code) ends here
+    /// instead of taking down every worker in turn.
+    pub failed: Vec<Uuid>,
+}
+
+/// Recovers lost runs: each `processing` job untouched for `lost` is failed as
+/// `worker-crashed` when its attempts are used up, else put back to `queued` with its
+/// run token cleared, so the lost run can write nothing if it ever resumes.
+pub async fn recover_lost_runs(
+    pool: &PgPool,
+    lost: Duration,
+    max_attempts: i32,
+    limit: i64,
+) -> Result<LostRuns, DbError> {
+    let rows = sqlx::query(
+        "WITH lost AS (
+             SELECT id FROM jobs
+             WHERE status = 'processing' AND updated_at < now() - make_interval(secs => $1)
+             ORDER BY updated_at LIMIT $3
+             FOR UPDATE SKIP LOCKED)
+         UPDATE jobs j SET
+             status = CASE WHEN j.attempts >= $2 THEN 'failed' ELSE 'queued' END,
+             run_token = NULL,
+             updated_at = now(),
+             enqueued_at = CASE WHEN j.attempts >= $2 THEN j.enqueued_at ELSE now() END,
+             finished_at = CASE WHEN j.attempts >= $2 THEN now() ELSE NULL END,
+             error_code = CASE WHEN j.attempts >= $2 THEN $4 ELSE j.error_code END,
+             error_message = CASE WHEN j.attempts >= $2 THEN $5 ELSE j.error_message END
+         FROM lost WHERE j.id = lost.id
+         RETURNING j.id, j.lane, j.attempts, j.status",
+    )
+    .bind(lost.as_secs_f64())
+    .bind(max_attempts)
+    .bind(limit)
+    .bind(WORKER_CRASHED)
+    .bind(worker_crashed_message(max_attempts))
+    .fetch_all(pool)
+    .await?;
+    let mut out = LostRuns::default();
+    for r in rows {
+        let status: String = r.try_get("status")?;
+        if status == "failed" {
+            out.failed.push(r.try_get("id")?);
+        } else {
+            out.requeued.push(queued_job(&r, true)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Error code of a job whose every run was lost with its worker.
+pub const WORKER_CRASHED: &str = "worker-crashed";
+/// Error code of a job whose runs all ended in transient errors.
+pub const RETRIES_EXHAUSTED: &str = "retries-exhausted";
+
+fn worker_crashed_message(attempts: i32) -> String {
+    format!(
+        "the worker stopped during each of {attempts} runs of this job (it may exhaust memory \
+         or crash the decoder); not retried"
+    )
+}
+
+/// Marks a running job as alive (its worker calls this while it works on it). `false`
+/// when `run` no longer owns the job: another run replaced it, or it was failed; the
+/// caller should stop working on it.
+pub async fn touch_job(pool: &PgPool, id: Uuid, run: Uuid) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET updated_at = now()
+         WHERE id = $1 AND run_token = $2 AND status = 'processing'",
+    )
+    .bind(id)
+    .bind(run)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// A job as its owner sees it.
@@ -325,43 +562,109 @@ pub struct ClaimedJob {
     pub options: JobOptions,
     pub attempts: i32,
     pub version: i32,
+    /// This run's fencing token: every later write of the run must present it.
+    pub run: Uuid,
 }
 
-/// Marks the job as processing by `worker` and counts the attempt. `None` if the job is
-/// finished or unknown: a duplicate delivery, which the caller acknowledges and drops.
+/// The answer to a claim.
+#[derive(Debug)]
+pub enum Claim {
+    /// This run owns the job now.
+    Run(ClaimedJob),
+    /// The job had used up its attempts and was failed with `code`
+    /// (`worker-crashed` when its last run was lost with its worker).
+    Exhausted { code: &'static str },
+    /// Finished, unknown, or running under a live run: a duplicate delivery, which the
+    /// caller acknowledges and drops (the sweeper re-pushes the job if that run is lost).
+    Skip,
+}
+
+/// Claims a job for one run: a `queued` job, or a `processing` job whose run has not
+/// touched it for `lost` (its worker died), counting the attempt and drawing a new run
+/// token. A job whose attempts are used up is failed instead of run again, so a job
+/// that kills its worker cannot come back forever.
 pub async fn claim_job(
     pool: &PgPool,
     id: Uuid,
     worker: &str,
-) -> Result<Option<ClaimedJob>, DbError> {
+    max_attempts: i32,
+    lost: Duration,
+) -> Result<Claim, DbError> {
+    let mut tx = pool.begin().await?;
     let row = sqlx::query(
-        "UPDATE jobs SET status = 'processing', attempts = attempts + 1,
+        "SELECT status, attempts FROM jobs
+         WHERE id = $1 AND (status = 'queued'
+            OR (status = 'processing' AND updated_at < now() - make_interval(secs => $2)))
+         FOR UPDATE",
+    )
+    .bind(id)
+    .bind(lost.as_secs_f64())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Claim::Skip);
+    };
+    let status: String = row.try_get("status")?;
+    let attempts: i32 = row.try_get("attempts")?;
+    if attempts >= max_attempts {
+        let (code, message) = if status == "processing" {
+            (WORKER_CRASHED, worker_crashed_message(attempts))
+        } else {
+            (
+                RETRIES_EXHAUSTED,
+                format!("gave up after {attempts} attempts"),
+            )
+        };
+        sqlx::query(
+            "UPDATE jobs SET status = 'failed', run_token = NULL, finished_at = now(),
+                    updated_at = now(), error_code = $2, error_message = $3
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(code)
+        .bind(message)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(Claim::Exhausted { code });
+    }
+    let run = Uuid::new_v4();
+    let r = sqlx::query(
+        "UPDATE jobs SET status = 'processing', attempts = attempts + 1, run_token = $3,
                 started_at = COALESCE(started_at, now()), updated_at = now(), worker = $2
-         WHERE id = $1 AND status IN ('queued', 'processing')
+         WHERE id = $1
          RETURNING id, tenant_id, source, options, attempts, requested_version",
     )
     .bind(id)
     .bind(worker)
-    .fetch_optional(pool)
+    .bind(run)
+    .fetch_one(&mut *tx)
     .await?;
-    row.map(|r| {
-        let options: serde_json::Value = r.get("options");
-        Ok(ClaimedJob {
-            id: r.get("id"),
-            tenant_id: r.get("tenant_id"),
-            source: r.get("source"),
-            options: serde_json::from_value(options)
-                .map_err(|e| DbError::Corrupt(format!("job options: {e}")))?,
-            attempts: r.get("attempts"),
-            version: r.get("requested_version"),
-        })
-    })
-    .transpose()
+    tx.commit().await?;
+    let options: serde_json::Value = r.try_get("options")?;
+    Ok(Claim::Run(ClaimedJob {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        source: r.try_get("source")?,
+        options: serde_json::from_value(options)
+            .map_err(|e| DbError::Corrupt(format!("job options: {e}")))?,
+        attempts: r.try_get("attempts")?,
+        version: r.try_get("requested_version")?,
+        run,
+    }))
 }
 
-/// Stores the result version and completes the job, in one transaction. A second run of
-/// the same job (at-least-once delivery) finds the version present and changes nothing,
-/// so each version exists exactly once. Returns whether this call stored it.
+/// Whether a fenced write was made, or refused because its run no longer owns the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fenced {
+    Done,
+    /// Another run owns the job now, or it was finished without this run: nothing was
+    /// written.
+    Superseded,
+}
+
+/// Stores the result version and completes the job, in one transaction, if `job.run`
+/// still owns it. A stale run changes nothing, and a failed job never turns completed.
 pub async fn complete_job(
     pool: &PgPool,
     job: &ClaimedJob,
@@ -369,13 +672,30 @@ pub async fn complete_job(
     model: &str,
     worker: &str,
     timings: &serde_json::Value,
-) -> Result<bool, DbError> {
+) -> Result<Fenced, DbError> {
     let transcript = to_json(&result.transcript)?;
     let scores = to_json(&result.scores)?;
     let summary = to_json(&result.summary)?;
     let usage = to_json(&result.usage)?;
     let mut tx = pool.begin().await?;
-    let stored = sqlx::query(
+    let owned = sqlx::query(
+        "UPDATE jobs SET status = 'completed', finished_at = now(), updated_at = now(),
+                run_token = NULL, timings = $3, error_code = NULL, error_message = NULL
+         WHERE id = $1 AND run_token = $2 AND status = 'processing'",
+    )
+    .bind(job.id)
+    .bind(job.run)
+    .bind(timings)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !owned {
+        tx.rollback().await?;
+        return Ok(Fenced::Superseded);
+    }
+    // The version is new unless an unfenced writer stored it; keep the first either way.
+    sqlx::query(
         "INSERT INTO job_results (job_id, version, transcript, model, worker, scores, summary, rubric, usage)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (job_id, version) DO NOTHING",
     )
@@ -389,63 +709,62 @@ pub async fn complete_job(
     .bind(result.rubric.clone())
     .bind(usage)
     .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    sqlx::query(
-        "UPDATE jobs SET status = 'completed', finished_at = now(), updated_at = now(),
-                timings = $2, error_code = NULL, error_message = NULL
-         WHERE id = $1 AND status <> 'completed'",
-    )
-    .bind(job.id)
-    .bind(timings)
-    .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(stored)
+    Ok(Fenced::Done)
 }
 
-/// Fails the job for good with a stable code and a readable message.
+/// Fails the job for good with a stable code and a readable message, if `run` owns it.
 pub async fn fail_job(
     pool: &PgPool,
-    id: Uuid,
+    job: &ClaimedJob,
     code: &str,
     message: &str,
     timings: &serde_json::Value,
-) -> Result<(), DbError> {
-    sqlx::query(
+) -> Result<Fenced, DbError> {
+    let done = sqlx::query(
         "UPDATE jobs SET status = 'failed', finished_at = now(), updated_at = now(),
-                error_code = $2, error_message = $3, timings = $4
-         WHERE id = $1 AND status <> 'completed'",
+                run_token = NULL, error_code = $3, error_message = $4, timings = $5
+         WHERE id = $1 AND run_token = $2 AND status = 'processing'",
     )
-    .bind(id)
+    .bind(job.id)
+    .bind(job.run)
     .bind(code)
     .bind(message)
     .bind(timings)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(fenced(done.rows_affected()))
 }
 
-/// Puts the job back to `queued` after a transient error, keeping the error for operators
-/// (it is shown to clients only if the job finally fails).
+/// Puts the job back to `queued` after a transient error, if `run` owns it, keeping the
+/// error for operators (it is shown to clients only if the job finally fails).
 pub async fn requeue_job(
     pool: &PgPool,
-    id: Uuid,
+    job: &ClaimedJob,
     code: &str,
     message: &str,
-) -> Result<(), DbError> {
-    sqlx::query(
+) -> Result<Fenced, DbError> {
+    let done = sqlx::query(
         "UPDATE jobs SET status = 'queued', updated_at = now(), enqueued_at = now(),
-                error_code = $2, error_message = $3
-         WHERE id = $1 AND status = 'processing'",
+                run_token = NULL, error_code = $3, error_message = $4
+         WHERE id = $1 AND run_token = $2 AND status = 'processing'",
     )
-    .bind(id)
+    .bind(job.id)
+    .bind(job.run)
     .bind(code)
     .bind(message)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(fenced(done.rows_affected()))
+}
+
+fn fenced(rows: u64) -> Fenced {
+    if rows == 1 {
+        Fenced::Done
+    } else {
+        Fenced::Superseded
+    }
 }
 
 /// Number of result versions stored for a job (used by tests and operators).

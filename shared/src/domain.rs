@@ -237,6 +237,65 @@ impl AudioSource {
     }
 }
 
+/// Whether an S3 key is canonical: non-empty `/`-separated segments, none of them `.`
+/// or `..`, and no control characters. Anything else could name an object other than
+/// the one it seems to (S3 clones normalise paths differently), so it is refused.
+pub fn is_canonical_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key.chars().any(char::is_control)
+        && key
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+}
+
+/// A granted S3 prefix: `s3://bucket/` (the whole bucket) or `s3://bucket/dir/…/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Prefix {
+    pub bucket: String,
+    /// Empty (the whole bucket) or canonical segments ending with `/`.
+    pub prefix: String,
+}
+
+impl std::str::FromStr for S3Prefix {
+    type Err = String;
+
+    /// Parses `s3://bucket/prefix/`; a prefix without its final `/` gets one, so a grant
+    /// of `s3://b/calls` never covers `s3://b/calls-private/…`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("'{s}' is not an s3:// URL"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !bucket_ok {
+            return Err(format!("'{bucket}' is not a valid bucket name"));
+        }
+        let prefix = prefix.trim_end_matches('/');
+        if !prefix.is_empty() && !is_canonical_key(prefix) {
+            return Err(format!(
+                "prefix '{prefix}' is not canonical (no '.', '..' or empty segments)"
+            ));
+        }
+        Ok(Self {
+            bucket: bucket.to_string(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for S3Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +329,45 @@ mod tests {
         assert!(AudioSource::parse("http://example.com/v.mp3", false).is_err());
         assert!(AudioSource::parse("http://example.com/v.mp3", true).is_ok());
         assert!(AudioSource::parse("https://u:p@example.com/v.mp3", false).is_err());
+    }
+
+    #[test]
+    fn only_canonical_keys_are_readable() {
+        for good in ["uploads/t/a.ogg", "a", "dir/sub/file.mp3", "a..b/c.d"] {
+            assert!(is_canonical_key(good), "{good}");
+        }
+        for bad in [
+            "",
+            "/a",
+            "a//b",
+            "a/",
+            "a/../b",
+            "../x",
+            "./a",
+            "a/.",
+            "uploads/t/..",
+            "a\u{0}b",
+        ] {
+            assert!(!is_canonical_key(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn grant_prefixes_parse_to_canonical_directories() {
+        let p: S3Prefix = "s3://calls-archive/2024/q1".parse().unwrap();
+        assert_eq!(p.bucket, "calls-archive");
+        assert_eq!(p.prefix, "2024/q1/");
+        assert_eq!(p.to_string(), "s3://calls-archive/2024/q1/");
+        let whole: S3Prefix = "s3://calls-archive".parse().unwrap();
+        assert_eq!(whole.prefix, "");
+        for bad in [
+            "s3://Bad_Bucket/x/",
+            "https://b/x/",
+            "s3://bucket/a/../b/",
+            "s3://bucket/a//b/",
+        ] {
+            assert!(bad.parse::<S3Prefix>().is_err(), "{bad}");
+        }
     }
 }
 

@@ -134,6 +134,60 @@ impl ObjectStore {
         Ok(())
     }
 
+    /// Stores a file from disk, streaming it: an upload never sits whole in memory.
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        content_type: &str,
+    ) -> Result<(), ObjectError> {
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| ObjectError::Other {
+                detail: format!("reading {}: {e}", path.display()),
+            })?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| classify(e, &self.bucket, key))?;
+        Ok(())
+    }
+
+    /// Keys of the uploads bucket under `prefix`, at most `limit`, in key order.
+    pub async fn list_keys(&self, prefix: &str, limit: i32) -> Result<Vec<String>, ObjectError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(limit)
+            .send()
+            .await
+            .map_err(|e| classify(e, &self.bucket, prefix))?;
+        Ok(out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect())
+    }
+
+    /// Deletes an object of the uploads bucket (deleting a missing one is no error).
+    pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(e, &self.bucket, key))?;
+        Ok(())
+    }
+
     /// Reads a whole object of any bucket these credentials can read, refusing objects
     /// larger than `limit` bytes before downloading them.
     pub async fn get(&self, bucket: &str, key: &str, limit: u64) -> Result<Vec<u8>, ObjectError> {

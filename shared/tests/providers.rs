@@ -843,10 +843,14 @@ async fn the_breaker_stops_calling_a_failing_provider_and_retries_after_the_cool
 
 #[tokio::test]
 async fn keys_come_from_the_named_environment_variable() {
-    let stub = Stub::start("gpt-4o-mini", Some("sk-from-env"), completion("ok", 1, 1)).await;
+    // A variable cargo sets for every test process: setting one here with
+    // `std::env::set_var` would race with other threads reading the environment
+    // (reqwest reads the proxy variables).
+    let key = env!("CARGO_PKG_NAME");
+    assert_eq!(std::env::var("CARGO_PKG_NAME").as_deref(), Ok(key));
+    let stub = Stub::start("gpt-4o-mini", Some(key), completion("ok", 1, 1)).await;
     let mut cfg = config(&stub, "openai", "gpt-4o-mini");
-    cfg.api_key_env = Some("VOXQ_TEST_PROVIDERS_KEY_PRESENT".into());
-    std::env::set_var("VOXQ_TEST_PROVIDERS_KEY_PRESENT", "sk-from-env");
+    cfg.api_key_env = Some("CARGO_PKG_NAME".into());
     let model = chat_model(&cfg).unwrap();
     assert_eq!(model.name(), "openai");
     model.complete(&question()).await.unwrap();

@@ -45,11 +45,36 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-pub fn free_port() -> u16 {
+/// A port that was free a moment ago. Another process may take it before the server
+/// that is handed it binds it, so callers that start a server on it retry with a new one
+/// when the start fails (see [`TempRedis`], [`TempPostgres`]); the API binds port 0.
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// The address a server printed in its log line `… listening addr=HOST:PORT`, once it
+/// has (ANSI colour codes stripped).
+fn logged_addr(log: &str) -> Option<String> {
+    let mut plain = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ params final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let line = plain.lines().find(|l| l.contains("listening"))?;
+    let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
+    Some(addr.to_string())
 }
 
 /// An environment variable that `make test` (scripts/services.sh) must have set.
@@ -77,9 +102,16 @@ impl Proc {
     }
 
     pub fn sigterm(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name (`TERM`, `STOP`, `CONT`, …).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} {}", self.pid());
     }
 
     /// Waits for exit; `None` on timeout.
@@ -191,6 +223,8 @@ pub struct Stack {
     pub config: StackConfig,
     pub api: Proc,
     pub base: String,
+    /// Name of the tenant `key` belongs to.
+    pub tenant: String,
     pub key: String,
     pub http: reqwest::Client,
     pub workers: Vec<Proc>,
@@ -199,31 +233,57 @@ pub struct Stack {
 impl Stack {
     /// Starts the API, waits for `/healthz`, and creates a key for a new tenant.
     pub async fn start(config: StackConfig) -> Self {
-        let port = free_port();
         let mut config = config;
+        // Port 0: the API binds a port nobody holds and logs which one it got.
         config
             .env
-            .insert("VOXQ_LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
-        let api = spawn("api", &bin("voxq-api"), &[], &config.env);
-        let base = format!("http://127.0.0.1:{port}");
+            .insert("VOXQ_LISTEN_ADDR".into(), "127.0.0.1:0".into());
+        let mut api = spawn("api", &bin("voxq-api"), &[], &config.env);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            if let Some(addr) = logged_addr(&api.log_text()) {
+                break addr;
+            }
+            assert!(
+                api.is_running() && Instant::now() < deadline,
+                "voxq-api did not start listening:\n{}",
+                api.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let base = format!("http://{addr}");
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .expect("client");
+        let tenant = format!("tenant-{}", Uuid::new_v4().simple());
         let mut stack = Self {
             config,
             api,
             base,
+            tenant: tenant.clone(),
             key: String::new(),
             http,
             workers: Vec::new(),
         };
         stack.wait_healthy(Duration::from_secs(60)).await;
-        stack.key = stack.create_key(
-            &format!("tenant-{}", Uuid::new_v4().simple()),
-            "jobs:write,jobs:read",
-        );
+        stack.key = stack.create_key(&tenant, "jobs:write,jobs:read");
         stack
+    }
+
+    /// Runs `voxq-api ARGS…` (an admin command) with this stack's environment; returns
+    /// its exit status and stdout.
+    pub fn admin(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(bin("voxq-api"))
+            .args(args)
+            .envs(&self.config.env)
+            .output()
+            .expect("voxq-api admin command");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
     }
 
     pub async fn wait_healthy(&mut self, timeout: Duration) {
@@ -497,12 +557,18 @@ pub struct TempRedis {
 
 impl TempRedis {
     pub fn start() -> Self {
-        let mut r = Self {
-            port: free_port(),
-            proc: None,
-        };
-        r.restart();
-        r
+        // The port may be taken between `free_port` and the server's bind: try another.
+        for _ in 0..5 {
+            let mut r = Self {
+                port: free_port(),
+                proc: None,
+            };
+            r.restart();
+            if r.proc.as_mut().is_some_and(Proc::is_running) {
+                return r;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
     pub fn url(&self) -> String {
@@ -535,6 +601,8 @@ impl TempRedis {
         );
         self.proc = Some(p);
         wait_port(self.port, Duration::from_secs(10));
+        // Give a server that lost the port race time to exit, so `start` can tell.
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -573,7 +641,7 @@ impl TempPostgres {
                 .success();
             assert!(ok, "chown postgres {}", dir.display());
         }
-        let pg = Self {
+        let mut pg = Self {
             port: free_port(),
             dir,
             bin,
@@ -589,8 +657,14 @@ impl TempPostgres {
             .expect("initdb")
             .success();
         assert!(ok, "initdb failed");
-        pg.start_server();
-        pg
+        // The port may be taken between `free_port` and the server's bind: try another.
+        for _ in 0..5 {
+            if pg.try_start_server() {
+                return pg;
+            }
+            pg.port = free_port();
+        }
+        panic!("PostgreSQL did not start on any of 5 free ports");
     }
 
     fn command(&self, tool: &str) -> Command {
@@ -609,13 +683,16 @@ impl TempPostgres {
     }
 
     pub fn start_server(&self) {
+        assert!(self.try_start_server(), "pg_ctl start failed");
+    }
+
+    fn try_start_server(&self) -> bool {
         let opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
             self.port,
             self.dir.display()
         );
-        let ok = self
-            .command("pg_ctl")
+        self.command("pg_ctl")
             .args(["-w", "-t", "30", "-D"])
             .arg(self.dir.join("data"))
             .args(["-l"])
@@ -624,8 +701,7 @@ impl TempPostgres {
             .stdout(Stdio::null())
             .status()
             .expect("pg_ctl start")
-            .success();
-        assert!(ok, "pg_ctl start failed");
+            .success()
     }
 
     /// Immediate shutdown: connections drop as in a crash.

@@ -87,13 +87,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let chat = chat_tiers(&config)?;
     let cache = RedisCache::new(conn.clone(), &config.queue_prefix);
     let pipeline = Arc::new(Pipeline {
-        fetch: FetchStage::new(
-            objects,
-            config.fetch_allow_nets()?,
-            config.fetch_allow_http,
-            config.max_fetch_bytes,
-            Duration::from_secs(config.fetch_timeout_s),
-        ),
+        fetch: FetchStage::new(objects, &config)?,
         decode: DecodeStage::new(DecodeLimits {
             max_bytes: config.max_fetch_bytes,
             max_duration_s: config.max_audio_s,
@@ -178,6 +172,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             WorkerBuilder::new(format!("{name}-{}-{restarts}", lane.as_str()))
                 .backend(storage.poll_with_interval(poll))
                 .concurrency(concurrency)
+                // A panic in a job fails that task instead of the lane worker; the job
+                // stays `processing`, and the sweeper retries it until max_attempts.
+                .catch_panic()
                 .build(move |msg: JobMessage, wrk: WorkerContext| {
                     let pipeline = pipeline.clone();
                     async move { pipeline.handle(msg, lane, wrk.name()).await }
@@ -185,7 +182,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
-    let sweeper = tokio::spawn(sweeper::run(db, queue, conn, config.clone()));
+    let sweeper = tokio::spawn(sweeper::run(db, queue, conn, config.clone(), name.clone()));
     let result = monitor.run_with_signal(shutdown_signal()).await;
     sweeper.abort();
     tracing::info!("voxq-worker stopped");

@@ -4,14 +4,19 @@
 //! - queued jobs pushed more than `requeue_after_s` ago whose queue task is gone (Redis
 //!   restarted without persistence) or dead (apalis gave up re-delivering it while
 //!   PostgreSQL was down), and
-//! - processing jobs their worker stopped touching (the run was cancelled, e.g. when a
-//!   Redis failure ended the lane worker, and Redis lost the task).
+//! - processing jobs their worker stopped touching (the worker died, or its run was
+//!   cancelled when a Redis failure ended the lane worker): put back to `queued` with
+//!   their run token cleared, or failed as `worker-crashed` once their attempts are used
+//!   up, so a job that kills its worker cannot take down the fleet.
 //!
 //! Each pass first promotes due tasks in chunks (`shared::queue::promote_due`), so a
 //! large backlog never reaches apalis-redis's unchunked promotion. It also vacuums the
 //! queue records of tasks finished more than `queue_retention_s` ago.
 //!
-//! Every worker runs one; pushes are idempotent by task id, so several sweepers do no harm.
+//! Every worker runs one, but only the holder of the `sweeper` lease (PostgreSQL, see
+//! `shared::db::try_lease`) acts, so the fleet sweeps once per interval whatever its
+//! size; pushes are idempotent by task id, so a lease changing hands mid-sweep does no
+//! harm.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +29,21 @@ use sqlx::PgPool;
 
 const BATCH: i64 = 1_000;
 
-pub async fn run(db: PgPool, queue: JobQueue, conn: ConnectionManager, config: Arc<Config>) {
+/// Name of the lease the acting sweeper holds.
+const LEASE: &str = "sweeper";
+
+pub async fn run(
+    db: PgPool,
+    queue: JobQueue,
+    conn: ConnectionManager,
+    config: Arc<Config>,
+    holder: String,
+) {
     let every = Duration::from_millis(config.sweep_interval_ms.max(100));
+    // The lease outlives a few missed sweeps, so a busy leader keeps it, and a dead one
+    // is replaced within seconds.
+    let lease_ttl = (every * 5).max(Duration::from_secs(5));
+    let mut leading = false;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Finished tasks are vacuumed every `queue_retention_s / 10` (at least every sweep).
@@ -33,6 +51,21 @@ pub async fn run(db: PgPool, queue: JobQueue, conn: ConnectionManager, config: A
     let mut last_vacuum = tokio::time::Instant::now();
     loop {
         tick.tick().await;
+        match shared::db::try_lease(&db, LEASE, &holder, lease_ttl).await {
+            Ok(now_leading) => {
+                if now_leading != leading {
+                    tracing::info!(leading = now_leading, "sweeper lease changed hands");
+                }
+                leading = now_leading;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot reach the lease; sweeping skipped");
+                leading = false;
+            }
+        }
+        if !leading {
+            continue;
+        }
         for lane in shared::domain::Lane::ALL {
             let mut c = conn.clone();
             match shared::queue::promote_due(&mut c, &config, lane).await {
@@ -84,12 +117,19 @@ pub async fn sweep(
     mut conn: ConnectionManager,
     config: &Config,
 ) -> Result<usize, SweepError> {
+    // Lost runs first: a worker touches its job every heartbeat, and a lane worker's
+    // orphan recovery re-delivers after `run_lost_after`; twice that without a touch
+    // means the run is gone for good.
+    let lost =
+        shared::db::recover_lost_runs(db, config.run_lost_after() * 2, config.max_attempts, BATCH)
+            .await?;
+    for id in &lost.failed {
+        tracing::warn!(job = %id, "every run of this job was lost with its worker; failed as worker-crashed");
+    }
     let stale = Duration::from_secs(config.requeue_after_s);
-    // A worker touches its jobs every heartbeat; twice the orphan timeout without a
-    // touch means the run is gone.
-    let abandoned =
-        Duration::from_secs(config.heartbeat_interval_s * config.missed_heartbeats as u64 * 2);
-    let jobs = shared::db::jobs_to_enqueue(db, stale, abandoned, BATCH).await?;
+    let mut jobs = shared::db::jobs_to_enqueue(db, stale, BATCH).await?;
+    jobs.retain(|j| !lost.requeued.iter().any(|l| l.id == j.id));
+    jobs.extend(lost.requeued.iter().copied());
     if jobs.is_empty() {
         return Ok(0);
     }
@@ -129,7 +169,6 @@ pub async fn sweep(
     shared::db::mark_enqueued(db, &ids).await?;
     for job in jobs.iter().filter(|j| j.abandoned) {
         tracing::warn!(job = %job.id, "processing job abandoned by its worker; enqueued again");
-        shared::db::touch_job(db, job.id).await?;
     }
     if pushed > 0 {
         tracing::info!(pushed, "sweeper enqueued jobs missing from Redis");

@@ -107,7 +107,15 @@ impl RubricStage {
                 }
                 (answer, usage)
             }
-            Err(e) => failed(e.code(), e.to_string()),
+            Err(e) => {
+                // The provider's answer may quote its own body or host: log it, and give
+                // the client the code with a fixed sentence.
+                tracing::warn!(error = %e, "rubric scoring failed");
+                failed(
+                    e.code(),
+                    "the chat model could not score this rubric".into(),
+                )
+            }
         }
     }
 }
