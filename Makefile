@@ -29,7 +29,11 @@ lint: deps
 
 # Tests run against the real services: PostgreSQL (a fresh database per run), Redis and
 # an S3-compatible server, checked and started if absent by scripts/services.sh.
+# `cargo test` builds a package's binaries only for that package's own integration
+# tests; the end-to-end tests in tests/ start voxq-api and voxq-worker, so build every
+# target first (with the test targets' features, so nothing is compiled twice).
 test: deps model lint
+	cargo build --workspace --all-targets
 	eval "$$(scripts/services.sh up)" && \
 	trap 'scripts/services.sh down "$$VOXQ_TEST_DATABASE"' EXIT && \
 	cargo test --workspace --all-targets

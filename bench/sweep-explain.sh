@@ -28,6 +28,7 @@ FROM generate_series(1, $n) AS i;
 VACUUM ANALYZE jobs;
 -- Running jobs were touched within the last 10 s; those older than 6 s are lost runs.
 UPDATE jobs SET updated_at = now() - random() * interval '10 seconds' WHERE status = 'processing';
+VACUUM ANALYZE jobs;
 SQL
 psql_ -d "$db" -At -c "SELECT status, count(*) FROM jobs GROUP BY 1 ORDER BY 1" >&2
 explain() { echo; echo "== $1"; psql_ -d "$db" -c "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) $2"; }
@@ -41,7 +42,7 @@ UNION ALL
 (SELECT id, lane, attempts FROM jobs
   WHERE status = 'queued' AND enqueued_at < now() - make_interval(secs => 600)
   ORDER BY enqueued_at NULLS FIRST LIMIT 1000)"
-explain "lost runs (recover_lost_runs, its row selection; run in a rolled-back transaction)" "
+explain "lost runs (recover_lost_runs, its row selection; the row locks end with the statement)" "
 SELECT id FROM jobs
 WHERE status = 'processing' AND updated_at < now() - make_interval(secs => 6)
 ORDER BY updated_at LIMIT 1000

@@ -39,7 +39,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build --workspace --bins` (make test does)",
+        "{} is missing: build it with `cargo build --workspace --all-targets` (make test does)",
         path.display()
     );
     path

@@ -315,3 +315,38 @@ async fn a_claim_at_the_attempt_limit_fails_the_job_as_worker_crashed() {
         .unwrap();
     assert_eq!(code.as_deref(), Some("worker-crashed"));
 }
+
+/// One sweeper acts at a time: the lease goes to one holder, is renewed by it, and
+/// passes to another only once it has expired (its holder died).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sweeper_lease_has_one_holder_at_a_time() {
+    let config = StackConfig::from_env();
+    let pool = db(&config).await;
+    shared::db::migrate(&pool).await.expect("migrations");
+    let name = format!("test-lease-{}", uuid::Uuid::new_v4().simple());
+    let ttl = Duration::from_millis(800);
+    let lease = |holder: &'static str| {
+        let (pool, name) = (pool.clone(), name.clone());
+        async move {
+            shared::db::try_lease(&pool, &name, holder, ttl)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(lease("a").await, "a free lease is taken");
+    assert!(
+        !lease("b").await,
+        "a held lease is refused to another holder"
+    );
+    assert!(lease("a").await, "its holder renews it");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(lease("a").await, "renewed before it expired");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!lease("b").await, "the renewal moved the expiry on");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        lease("b").await,
+        "an expired lease passes to another holder"
+    );
+    assert!(!lease("a").await, "and the old holder no longer has it");
+}
