@@ -339,6 +339,38 @@ mod tests {
         DecodeLimits::default()
     }
 
+    #[test]
+    fn non_finite_float_samples_are_silenced_not_fatal() {
+        // A 32-bit float WAV at 8 kHz (so it is resampled) with NaN and infinities in it.
+        let rate = 8_000u32;
+        let mut samples: Vec<f32> = (0..rate).map(|i| (i as f32 * 0.3).sin() * 0.5).collect();
+        samples[100] = f32::NAN;
+        samples[200] = f32::INFINITY;
+        samples[300] = f32::NEG_INFINITY;
+        let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let mut wav = Vec::new();
+        wav.extend_from_slice(b"RIFF");
+        wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+        wav.extend_from_slice(b"WAVEfmt ");
+        wav.extend_from_slice(&16u32.to_le_bytes());
+        wav.extend_from_slice(&3u16.to_le_bytes()); // IEEE float
+        wav.extend_from_slice(&1u16.to_le_bytes());
+        wav.extend_from_slice(&rate.to_le_bytes());
+        wav.extend_from_slice(&(rate * 4).to_le_bytes());
+        wav.extend_from_slice(&4u16.to_le_bytes());
+        wav.extend_from_slice(&32u16.to_le_bytes());
+        wav.extend_from_slice(b"data");
+        wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        wav.extend_from_slice(&data);
+        let audio = decode_bytes(wav, Some("wav"), &limits()).expect("decodes");
+        assert!((audio.duration_s() - 1.0).abs() < 1e-3);
+        assert!(audio.samples.iter().all(|s| s.is_finite()));
+        assert!(
+            audio.samples.iter().any(|s| s.abs() > 0.1),
+            "the sound is kept"
+        );
+    }
+
     fn assert_440(audio: &Audio) {
         let f = zero_crossing_freq(&audio.samples, SAMPLE_RATE, 800);
         assert!((f - 440.0).abs() < 2.0, "expected ~440 Hz, got {f:.2} Hz");

@@ -563,6 +563,11 @@ fn downmix(buf: &GenericAudioBufferRef<'_>, out: &mut Vec<f32>) {
         let scale = 1.0 / planes as f32;
         out.iter_mut().for_each(|s| *s *= scale);
     }
+    // Float formats can carry NaN or infinity (found by fuzz/pipeline.sh): they are no
+    // sound, and would make the resampler panic and poison every sum after it.
+    out.iter_mut()
+        .filter(|s| !s.is_finite())
+        .for_each(|s| *s = 0.0);
 }
 
 fn sum_planes<S>(buf: &AudioBuffer<S>, out: &mut [f32])
