@@ -19,6 +19,35 @@ async fn job_row(pool: &sqlx::PgPool, id: uuid::Uuid) -> (String, i32, Option<St
         .expect("job row")
 }
 
+/// A new queued job of a new tenant, straight in the database (no API, no queue): for
+/// tests of the life-cycle queries themselves.
+async fn queued_job(lane: Lane) -> (sqlx::PgPool, uuid::Uuid) {
+    let pool = db(&StackConfig::from_env()).await;
+    shared::db::migrate(&pool).await.expect("migrations");
+    let tenant = format!("lifecycle-{}", uuid::Uuid::new_v4().simple());
+    let key = shared::db::create_api_key(&pool, &tenant, &["jobs:read".into()])
+        .await
+        .unwrap();
+    let job = shared::db::NewJob {
+        id: uuid::Uuid::new_v4(),
+        tenant_id: key.tenant_id,
+        lane,
+        source: "s3://b/k.ogg".into(),
+        options: JobOptions::default(),
+    };
+    shared::db::insert_job(&pool, &job).await.unwrap();
+    (pool, job.id)
+}
+
+/// Makes the job's run look lost: no touch for a minute, as when its worker died.
+async fn stop_touching(pool: &sqlx::PgPool, id: uuid::Uuid) {
+    sqlx::query("UPDATE jobs SET updated_at = now() - interval '1 minute' WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
 /// Whether a worker name (`<host>-<pid>-<nonce>-<lane>-<restarts>`) is this process's.
 fn is_worker_of(name: &str, pid: u32) -> bool {
     name.contains(&format!("-{pid}-"))
@@ -160,26 +189,12 @@ async fn a_paused_worker_cannot_write_over_the_run_that_replaced_it() {
 /// database is what guarantees it.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_run_can_neither_complete_fail_requeue_nor_touch_the_job() {
-    let config = StackConfig::from_env();
-    let pool = db(&config).await;
-    shared::db::migrate(&pool).await.expect("migrations");
-    let tenant = format!("fence-{}", uuid::Uuid::new_v4().simple());
-    let key = shared::db::create_api_key(&pool, &tenant, &["jobs:read".into()])
-        .await
-        .unwrap();
-    let job = shared::db::NewJob {
-        id: uuid::Uuid::new_v4(),
-        tenant_id: key.tenant_id,
-        lane: Lane::Interactive,
-        source: "s3://b/k.ogg".into(),
-        options: JobOptions::default(),
-    };
-    shared::db::insert_job(&pool, &job).await.unwrap();
+    let (pool, id) = queued_job(Lane::Interactive).await;
     let lost = Duration::from_secs(3);
     let claim = |worker: &'static str| {
         let pool = pool.clone();
         async move {
-            match shared::db::claim_job(&pool, job.id, worker, 5, lost)
+            match shared::db::claim_job(&pool, id, worker, 5, lost)
                 .await
                 .unwrap()
             {
@@ -195,11 +210,7 @@ async fn a_stale_run_can_neither_complete_fail_requeue_nor_touch_the_job() {
         "a job runs at most once at a time"
     );
     // The old run stops touching the job (a paused worker) and a new run claims it.
-    sqlx::query("UPDATE jobs SET updated_at = now() - interval '1 minute' WHERE id = $1")
-        .bind(job.id)
-        .execute(&pool)
-        .await
-        .unwrap();
+    stop_touching(&pool, id).await;
     let new = claim("new").await.expect("a lost run is claimed again");
     assert_ne!(old.run, new.run);
     assert_eq!(new.attempts, 2);
@@ -212,7 +223,7 @@ async fn a_stale_run_can_neither_complete_fail_requeue_nor_touch_the_job() {
         usage: Default::default(),
     };
     let timings = serde_json::json!({});
-    assert!(!shared::db::touch_job(&pool, job.id, old.run).await.unwrap());
+    assert!(!shared::db::touch_job(&pool, id, old.run).await.unwrap());
     assert_eq!(
         shared::db::complete_job(&pool, &old, &result, "m", "old", &timings)
             .await
@@ -232,11 +243,11 @@ async fn a_stale_run_can_neither_complete_fail_requeue_nor_touch_the_job() {
         Fenced::Superseded
     );
     assert_eq!(
-        result_versions(&pool, job.id).await,
+        result_versions(&pool, id).await,
         0,
         "the stale run stored nothing"
     );
-    let (status, attempts, worker) = job_row(&pool, job.id).await;
+    let (status, attempts, worker) = job_row(&pool, id).await;
     assert_eq!(
         (status.as_str(), attempts, worker.as_deref()),
         ("processing", 2, Some("new"))
@@ -244,7 +255,7 @@ async fn a_stale_run_can_neither_complete_fail_requeue_nor_touch_the_job() {
 
     // The owner fails it; a late complete by the same run changes nothing: a failed job
     // never turns completed behind the client's back.
-    assert!(shared::db::touch_job(&pool, job.id, new.run).await.unwrap());
+    assert!(shared::db::touch_job(&pool, id, new.run).await.unwrap());
     assert_eq!(
         shared::db::fail_job(&pool, &new, "decode-failed", "bad", &timings)
             .await
@@ -257,7 +268,7 @@ async fn a_stale_run_can_neither_complete_fail_requeue_nor_touch_the_job() {
             .unwrap(),
         Fenced::Superseded
     );
-    assert_eq!(job_row(&pool, job.id).await.0, "failed");
+    assert_eq!(job_row(&pool, id).await.0, "failed");
     assert!(
         claim("after").await.is_none(),
         "a finished job is not claimed again"
@@ -267,22 +278,7 @@ async fn a_stale_run_can_neither_complete_fail_requeue_nor_touch_the_job() {
 /// A job at its last attempt whose run was lost is failed by the claim, not run again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_claim_at_the_attempt_limit_fails_the_job_as_worker_crashed() {
-    let config = StackConfig::from_env();
-    let pool = db(&config).await;
-    shared::db::migrate(&pool).await.expect("migrations");
-    let tenant = format!("limit-{}", uuid::Uuid::new_v4().simple());
-    let key = shared::db::create_api_key(&pool, &tenant, &["jobs:read".into()])
-        .await
-        .unwrap();
-    let id = uuid::Uuid::new_v4();
-    let job = shared::db::NewJob {
-        id,
-        tenant_id: key.tenant_id,
-        lane: Lane::Bulk,
-        source: "s3://b/k.ogg".into(),
-        options: JobOptions::default(),
-    };
-    shared::db::insert_job(&pool, &job).await.unwrap();
+    let (pool, id) = queued_job(Lane::Bulk).await;
     let lost = Duration::from_secs(3);
     for attempt in 1..=2 {
         match shared::db::claim_job(&pool, id, "w", 2, lost)
@@ -292,12 +288,8 @@ async fn a_claim_at_the_attempt_limit_fails_the_job_as_worker_crashed() {
             Claim::Run(run) => assert_eq!(run.attempts, attempt),
             other => panic!("attempt {attempt}: {other:?}"),
         }
-        // The worker dies: no touch for a minute.
-        sqlx::query("UPDATE jobs SET updated_at = now() - interval '1 minute' WHERE id = $1")
-            .bind(id)
-            .execute(&pool)
-            .await
-            .unwrap();
+        // The worker dies.
+        stop_touching(&pool, id).await;
     }
     match shared::db::claim_job(&pool, id, "w", 2, lost)
         .await
