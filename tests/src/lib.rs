@@ -416,6 +416,15 @@ impl Stack {
         Uuid::parse_str(body["id"].as_str().expect("id")).expect("uuid")
     }
 
+    /// An unauthenticated GET of a path of the API (`/healthz`, `/readyz`).
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
     pub async fn get_job(&self, key: &str, id: Uuid) -> reqwest::Response {
         self.http
             .get(format!("{}/v1/jobs/{id}", self.base))

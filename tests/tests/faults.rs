@@ -115,12 +115,7 @@ async fn postgres_restarted_during_a_run_loses_nothing() {
         .await;
     assert_eq!(r.status(), 503, "POST while PostgreSQL is down");
     assert!(r.headers().contains_key("retry-after"));
-    let ready = stack
-        .http
-        .get(format!("{}/readyz", stack.base))
-        .send()
-        .await
-        .unwrap();
+    let ready = stack.get("/readyz").await;
     assert_eq!(ready.status(), 503);
     tokio::time::sleep(Duration::from_secs(3)).await;
     pg.start_server();

@@ -271,19 +271,9 @@ async fn tenants_are_isolated_and_keys_are_checked() {
     }
 
     // Health and readiness.
-    let h = stack
-        .http
-        .get(format!("{}/healthz", stack.base))
-        .send()
-        .await
-        .unwrap();
+    let h = stack.get("/healthz").await;
     assert_eq!(h.status(), 200);
-    let r = stack
-        .http
-        .get(format!("{}/readyz", stack.base))
-        .send()
-        .await
-        .unwrap();
+    let r = stack.get("/readyz").await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(

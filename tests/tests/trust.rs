@@ -402,12 +402,7 @@ async fn readiness_names_the_dependency_that_is_down_without_addresses() {
     // Nothing listens on port 1.
     let stack =
         Stack::start(StackConfig::from_env().set("VOXQ_REDIS_URL", "redis://127.0.0.1:1")).await;
-    let r = stack
-        .http
-        .get(format!("{}/readyz", stack.base))
-        .send()
-        .await
-        .unwrap();
+    let r = stack.get("/readyz").await;
     assert_eq!(r.status(), 503);
     let body = r.text().await.unwrap();
     let v: Value = serde_json::from_str(&body).unwrap();
