@@ -340,13 +340,16 @@ mod tests {
     }
 
     #[test]
-    fn non_finite_float_samples_are_silenced_not_fatal() {
-        // A 32-bit float WAV at 8 kHz (so it is resampled) with NaN and infinities in it.
+    fn non_finite_and_absurd_float_samples_are_tamed_not_fatal() {
+        // A 32-bit float WAV at 8 kHz (so it is resampled) with NaN, infinities and
+        // magnitudes near f32::MAX in it.
         let rate = 8_000u32;
         let mut samples: Vec<f32> = (0..rate).map(|i| (i as f32 * 0.3).sin() * 0.5).collect();
         samples[100] = f32::NAN;
         samples[200] = f32::INFINITY;
         samples[300] = f32::NEG_INFINITY;
+        samples[400] = 3.0e38;
+        samples[500] = -1.0e30;
         let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
         let mut wav = Vec::new();
         wav.extend_from_slice(b"RIFF");
@@ -364,7 +367,10 @@ mod tests {
         wav.extend_from_slice(&data);
         let audio = decode_bytes(wav, Some("wav"), &limits()).expect("decodes");
         assert!((audio.duration_s() - 1.0).abs() < 1e-3);
-        assert!(audio.samples.iter().all(|s| s.is_finite()));
+        assert!(audio
+            .samples
+            .iter()
+            .all(|s| s.is_finite() && s.abs() <= 16.0));
         assert!(
             audio.samples.iter().any(|s| s.abs() > 0.1),
             "the sound is kept"

@@ -542,6 +542,9 @@ impl MonoSink {
     }
 }
 
+/// Largest sample magnitude kept from a float format (full scale is 1.0).
+const MAX_SAMPLE: f32 = 8.0;
+
 /// Averages all channels of `buf` into `out` as `f32`, whatever the decoded sample format.
 fn downmix(buf: &GenericAudioBufferRef<'_>, out: &mut Vec<f32>) {
     out.clear();
@@ -563,11 +566,17 @@ fn downmix(buf: &GenericAudioBufferRef<'_>, out: &mut Vec<f32>) {
         let scale = 1.0 / planes as f32;
         out.iter_mut().for_each(|s| *s *= scale);
     }
-    // Float formats can carry NaN or infinity (found by fuzz/pipeline.sh): they are no
-    // sound, and would make the resampler panic and poison every sum after it.
-    out.iter_mut()
-        .filter(|s| !s.is_finite())
-        .for_each(|s| *s = 0.0);
+    // Float formats can carry NaN, infinities or absurd magnitudes (found by
+    // fuzz/pipeline.sh): none of it is sound, and it made the resampler's FFT overflow
+    // and panic, and would poison every sum after it. NaN becomes silence; the rest is
+    // clipped far above full scale, where scoring still flags it as clipped.
+    for s in out.iter_mut() {
+        *s = if s.is_nan() {
+            0.0
+        } else {
+            s.clamp(-MAX_SAMPLE, MAX_SAMPLE)
+        };
+    }
 }
 
 fn sum_planes<S>(buf: &AudioBuffer<S>, out: &mut [f32])
