@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use voxq_shared::audio::{decode_bytes, DecodeError, DecodeLimits};
+use voxq_audio::{decode_bytes, DecodeError, DecodeLimits};
 
 const HINTS: [Option<&str>; 8] = [
     None,

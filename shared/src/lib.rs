@@ -1,14 +1,15 @@
-//! voxq shared library: domain types, audio decoding, configuration, and the database,
-//! queue and object-storage code both binaries use.
+//! voxq's core library, linked by the API and the worker: domain types, configuration,
+//! and the database, queue, cache and object-storage code. Audio decoding
+//! (`voxq-audio`) and model providers (`voxq-providers`) are crates of their own, so the
+//! API links neither.
 
-pub mod audio;
 pub mod cache;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod objects;
-pub mod providers;
 pub mod queue;
+pub mod shutdown;
 
 /// An error and its causes as one readable line: `cannot read the audio: No such file`.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -10,6 +10,7 @@
 //! as it is demuxed.
 
 mod decode;
+pub mod energy;
 mod resample;
 
 use std::fmt;

@@ -7,17 +7,17 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::error_chain;
 use futures::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::multipart::{Form, Part};
 use serde::{Deserialize, Deserializer, Serialize};
+use shared::error_chain;
 
 use super::{
-    ChatModel, ChatRequest, ChatResponse, MaxTokensField, Price, ProviderConfig, ProviderError,
-    Role, Transcriber, TranscriptionRequest,
+    ChatModel, ChatRequest, ChatResponse, Described, MaxTokensField, Price, ProviderConfig,
+    ProviderError, Role, Transcriber, TranscriptionRequest,
 };
-use crate::domain::{Segment, Transcript};
+use shared::domain::{Segment, Transcript};
 
 /// `Bearer <key>`, kept out of `Debug` output.
 #[derive(Clone)]
@@ -369,16 +369,25 @@ impl OpenAiChat {
     }
 }
 
+/// Both clients describe themselves by their endpoint.
+macro_rules! described_by_endpoint {
+    ($($client:ty),+) => {$(
+        impl Described for $client {
+            fn name(&self) -> &str {
+                &self.endpoint.name
+            }
+            fn model(&self) -> &str {
+                &self.endpoint.model
+            }
+            fn price(&self) -> Price {
+                self.endpoint.price
+            }
+        }
+    )+};
+}
+described_by_endpoint!(OpenAiChat, OpenAiTranscriber);
+
 impl ChatModel for OpenAiChat {
-    fn name(&self) -> &str {
-        &self.endpoint.name
-    }
-    fn model(&self) -> &str {
-        &self.endpoint.model
-    }
-    fn price(&self) -> Price {
-        self.endpoint.price
-    }
     fn complete<'a>(
         &'a self,
         request: &'a ChatRequest,
@@ -646,15 +655,6 @@ fn to_transcript(answer: WireTranscription, requested_language: Option<&str>) ->
 }
 
 impl Transcriber for OpenAiTranscriber {
-    fn name(&self) -> &str {
-        &self.endpoint.name
-    }
-    fn model(&self) -> &str {
-        &self.endpoint.model
-    }
-    fn price(&self) -> Price {
-        self.endpoint.price
-    }
     fn transcribe<'a>(
         &'a self,
         request: &'a TranscriptionRequest,

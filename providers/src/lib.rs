@@ -14,23 +14,21 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::Transcript;
+use shared::domain::Transcript;
 
 mod breaker;
 mod chain;
 mod openai;
 
-pub use breaker::{
-    BreakerConfig, BreakerState, CircuitBreaker, Clock, ManualClock, Permit, SystemClock,
-};
-pub use chain::{
-    Attempt, Chain, ChainError, ChatChain, ChatTiers, Described, Served, TranscriberChain,
-};
+pub use breaker::{BreakerState, CircuitBreaker, Clock, ManualClock, Permit, SystemClock};
+pub use chain::{Attempt, Chain, ChainError, ChatChain, ChatTiers, Served, TranscriberChain};
 pub use openai::{OpenAiChat, OpenAiTranscriber};
+pub use shared::config::provider::{
+    BreakerConfig, MaxTokensField, MissingApiKey, Price, ProviderConfig, ProviderKind,
+};
 
-/// Speech to text. Implemented by the OpenAI-compatible client here and by the local
-/// engine in the worker.
-pub trait Transcriber: Send + Sync {
+/// What every provider says of itself; a [`Chain`] records it with each result.
+pub trait Described: Send + Sync {
     /// The configured provider name (`openai`, `groq`, `local`…).
     fn name(&self) -> &str;
     /// The model asked for.
@@ -39,6 +37,16 @@ pub trait Transcriber: Send + Sync {
     fn price(&self) -> Price {
         Price::default()
     }
+}
+
+/// Speech to text. Implemented by the OpenAI-compatible client here and by the local
+/// engine in the worker.
+pub trait Transcriber: Described {
+    /// Whether it reads [`TranscriptionRequest::audio`], the original file (remote
+    /// APIs), rather than the decoded samples (the local engine).
+    fn needs_file(&self) -> bool {
+        true
+    }
     fn transcribe<'a>(
         &'a self,
         request: &'a TranscriptionRequest,
@@ -46,12 +54,7 @@ pub trait Transcriber: Send + Sync {
 }
 
 /// A chat-completion model.
-pub trait ChatModel: Send + Sync {
-    fn name(&self) -> &str;
-    fn model(&self) -> &str;
-    fn price(&self) -> Price {
-        Price::default()
-    }
+pub trait ChatModel: Described {
     fn complete<'a>(
         &'a self,
         request: &'a ChatRequest,
@@ -61,7 +64,11 @@ pub trait ChatModel: Send + Sync {
 /// One recording to transcribe.
 #[derive(Debug, Clone)]
 pub struct TranscriptionRequest {
+    /// The original file; empty when no provider of the chain needs it
+    /// ([`Transcriber::needs_file`]).
     pub audio: Bytes,
+    /// The decoded recording (16 kHz mono), for engines that run here.
+    pub decoded: Option<Arc<audio::Audio>>,
     /// File name sent with the audio; remote APIs tell the format by its extension
     /// (`note.ogg`).
     pub file_name: String,
@@ -158,9 +165,30 @@ pub enum ProviderError {
     Network(String),
     #[error("circuit breaker of provider '{provider}' is open")]
     CircuitOpen { provider: String },
+    /// An engine running in this process refused or failed this recording (unsupported
+    /// language, inference failure): another provider may do better, and the engine stays
+    /// healthy (its breaker does not count it).
+    #[error("{message}")]
+    Local {
+        code: &'static str,
+        message: String,
+        /// The error is about the client's request (e.g. its language), so its message
+        /// may be shown to the client.
+        about_input: bool,
+    },
     /// The provider cannot be built from its configuration (bad URL, missing key).
     #[error("provider '{provider}' is misconfigured: {message}")]
     Config { provider: String, message: String },
+}
+
+impl From<MissingApiKey> for ProviderError {
+    fn from(e: MissingApiKey) -> Self {
+        let message = e.to_string();
+        Self::Config {
+            provider: e.provider,
+            message,
+        }
+    }
 }
 
 fn retry_after_text(retry_after: &Option<Duration>) -> String {
@@ -184,6 +212,13 @@ impl ProviderError {
         }
     }
 
+    /// Whether the error says the provider itself is unwell (its breaker counts it): a
+    /// fallback-worthy failure of a remote provider. A local engine failing one
+    /// recording is not.
+    pub fn is_provider_fault(&self) -> bool {
+        self.is_fallback_worthy() && !matches!(self, Self::Local { .. })
+    }
+
     /// Whether the same call may succeed later (the job is worth retrying).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -194,7 +229,7 @@ impl ProviderError {
             | Self::CircuitOpen { .. }
             | Self::InvalidResponse(_) => true,
             Self::Client { status, .. } => *status == 408,
-            Self::Config { .. } => false,
+            Self::Config { .. } | Self::Local { .. } => false,
         }
     }
 
@@ -209,114 +244,7 @@ impl ProviderError {
             Self::Network(_) => "provider-unreachable",
             Self::CircuitOpen { .. } => "provider-circuit-open",
             Self::Config { .. } => "provider-misconfigured",
-        }
-    }
-}
-
-/// Prices of one provider, USD.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Price {
-    pub in_per_mtok: f64,
-    pub out_per_mtok: f64,
-    pub per_audio_minute: f64,
-}
-
-impl Price {
-    pub fn chat_cost_usd(&self, tokens_in: u64, tokens_out: u64) -> f64 {
-        (tokens_in as f64 * self.in_per_mtok + tokens_out as f64 * self.out_per_mtok) / 1e6
-    }
-
-    pub fn audio_cost_usd(&self, duration_s: f64) -> f64 {
-        duration_s.max(0.0) / 60.0 * self.per_audio_minute
-    }
-}
-
-/// The wire protocol a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProviderKind {
-    /// OpenAI's `/v1/chat/completions` and `/v1/audio/transcriptions` (OpenAI, Groq,
-    /// vLLM, speaches, Ollama, llama.cpp…).
-    #[default]
-    OpenaiCompatible,
-}
-
-/// Which request field carries the answer-length limit. OpenAI deprecated `max_tokens`
-/// and its reasoning models refuse it; many compatible servers know only `max_tokens`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MaxTokensField {
-    #[default]
-    MaxTokens,
-    MaxCompletionTokens,
-}
-
-/// One configured provider (an entry of an ordered list per task).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ProviderConfig {
-    /// Name recorded with each stage it serves (`openai`, `groq`…).
-    pub name: String,
-    pub kind: ProviderKind,
-    /// API root including the version: `https://api.openai.com/v1`.
-    pub base_url: String,
-    /// Name of the environment variable holding the API key; none sends no
-    /// `Authorization` header (local servers). The key itself never goes in configuration.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub api_key_env: Option<String>,
-    pub model: String,
-    /// Whole-request timeout, milliseconds.
-    pub timeout_ms: u64,
-    /// USD per million input tokens.
-    pub price_in_per_mtok: f64,
-    /// USD per million output tokens.
-    pub price_out_per_mtok: f64,
-    /// USD per minute of audio transcribed.
-    pub price_per_audio_minute: f64,
-    pub max_tokens_field: MaxTokensField,
-}
-
-impl Default for ProviderConfig {
-    fn default() -> Self {
-        Self {
-            name: "openai".into(),
-            kind: ProviderKind::OpenaiCompatible,
-            base_url: "https://api.openai.com/v1".into(),
-            api_key_env: Some("OPENAI_API_KEY".into()),
-            model: String::new(),
-            timeout_ms: 30_000,
-            price_in_per_mtok: 0.0,
-            price_out_per_mtok: 0.0,
-            price_per_audio_minute: 0.0,
-            max_tokens_field: MaxTokensField::MaxTokens,
-        }
-    }
-}
-
-impl ProviderConfig {
-    pub fn price(&self) -> Price {
-        Price {
-            in_per_mtok: self.price_in_per_mtok,
-            out_per_mtok: self.price_out_per_mtok,
-            per_audio_minute: self.price_per_audio_minute,
-        }
-    }
-
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms.max(1))
-    }
-
-    /// The API key from the environment variable `api_key_env` names.
-    pub fn api_key(&self) -> Result<Option<String>, ProviderError> {
-        let Some(var) = self.api_key_env.as_deref().filter(|v| !v.is_empty()) else {
-            return Ok(None);
-        };
-        match std::env::var(var) {
-            Ok(key) if !key.trim().is_empty() => Ok(Some(key.trim().to_string())),
-            _ => Err(ProviderError::Config {
-                provider: self.name.clone(),
-                message: format!("environment variable '{var}' holding the API key is not set"),
-            }),
+            Self::Local { code, .. } => code,
         }
     }
 }

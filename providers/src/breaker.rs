@@ -9,9 +9,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use super::ProviderError;
+use shared::config::provider::BreakerConfig;
 
 /// Source of the current time.
 pub trait Clock: Send + Sync + fmt::Debug {
@@ -56,30 +55,6 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
         self.start + *self.offset.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BreakerConfig {
-    /// Consecutive fallback-worthy failures that open the breaker (at least 1).
-    pub failure_threshold: u32,
-    /// How long an open breaker refuses calls before letting one trial through, ms.
-    pub cool_down_ms: u64,
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        Self {
-            failure_threshold: 3,
-            cool_down_ms: 30_000,
-        }
-    }
-}
-
-impl BreakerConfig {
-    pub fn cool_down(&self) -> Duration {
-        Duration::from_millis(self.cool_down_ms)
     }
 }
 
@@ -149,7 +124,7 @@ impl CircuitBreaker {
         let result = call.await;
         let healthy = match &result {
             Ok(_) => true,
-            Err(e) => !e.is_fallback_worthy(),
+            Err(e) => !e.is_provider_fault(),
         };
         if permit.record(healthy) {
             tracing::warn!(

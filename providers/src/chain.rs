@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use super::breaker::{BreakerConfig, CircuitBreaker, Clock, SystemClock};
+use super::breaker::{CircuitBreaker, Clock, SystemClock};
 use super::{
-    ChatModel, ChatRequest, ChatResponse, Price, ProviderError, Transcriber, TranscriptionRequest,
+    BreakerConfig, ChatModel, ChatRequest, ChatResponse, Described, Price, ProviderError,
+    Transcriber, TranscriptionRequest,
 };
-use crate::domain::{ModelTier, StageUsage, Transcript};
+use shared::domain::{ModelTier, StageUsage, Transcript};
 
 /// One failed try of one provider.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,37 +125,6 @@ struct Link<P: ?Sized> {
     breaker: Arc<CircuitBreaker>,
 }
 
-/// What a [`Chain`] needs to know of a provider, for both provider traits.
-pub trait Described {
-    fn name(&self) -> &str;
-    fn model(&self) -> &str;
-    fn price(&self) -> Price;
-}
-
-impl Described for dyn ChatModel {
-    fn name(&self) -> &str {
-        ChatModel::name(self)
-    }
-    fn model(&self) -> &str {
-        ChatModel::model(self)
-    }
-    fn price(&self) -> Price {
-        ChatModel::price(self)
-    }
-}
-
-impl Described for dyn Transcriber {
-    fn name(&self) -> &str {
-        Transcriber::name(self)
-    }
-    fn model(&self) -> &str {
-        Transcriber::model(self)
-    }
-    fn price(&self) -> Price {
-        Transcriber::price(self)
-    }
-}
-
 async fn run<'a, P, T, F>(
     task: &str,
     links: &'a [Link<P>],
@@ -235,16 +205,6 @@ impl<P: ?Sized + Described> Chain<P> {
         Self { links }
     }
 
-    /// With given breakers, e.g. to share one provider's breaker between chains.
-    pub fn from_parts(parts: Vec<(Arc<P>, Arc<CircuitBreaker>)>) -> Self {
-        Self {
-            links: parts
-                .into_iter()
-                .map(|(provider, breaker)| Link { provider, breaker })
-                .collect(),
-        }
-    }
-
     pub fn is_empty(&self) -> bool {
         self.links.is_empty()
     }
@@ -303,6 +263,11 @@ impl ChatTiers {
 }
 
 impl TranscriberChain {
+    /// Whether a provider of the chain reads the original file, not only the samples.
+    pub fn needs_file(&self) -> bool {
+        self.links.iter().any(|l| l.provider.needs_file())
+    }
+
     pub async fn transcribe(
         &self,
         request: &TranscriptionRequest,
