@@ -16,6 +16,11 @@ use sha2::{Digest, Sha256};
 pub trait Cache: Send + Sync {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<String>>;
     fn set<'a>(&'a self, key: &'a str, value: String, ttl: Duration) -> BoxFuture<'a, ()>;
+    /// Adds one to the named counter (`transcript:hits`), where the cache keeps counters
+    /// operators can read; by default it keeps none.
+    fn count<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Hex SHA-256 of the parts, separated so that ("ab","c") and ("a","bc") differ.
@@ -107,18 +112,20 @@ impl RedisCache {
             prefix: format!("{prefix}:cache"),
         }
     }
-
-    /// Adds one to the named counter (`hits` or `misses` of a cache), ignoring errors.
-    pub async fn count(&self, name: &str) {
-        let mut conn = self.conn.clone();
-        let _: Result<i64, _> = redis::cmd("INCR")
-            .arg(format!("{}:{name}", self.prefix))
-            .query_async(&mut conn)
-            .await;
-    }
 }
 
 impl Cache for RedisCache {
+    /// Counts in Redis, ignoring errors.
+    fn count<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let _: Result<i64, _> = redis::cmd("INCR")
+                .arg(format!("{}:{name}", self.prefix))
+                .query_async(&mut conn)
+                .await;
+        })
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();

@@ -131,8 +131,47 @@ pub enum ModelTier {
     Strong,
 }
 
-/// Rubrics a job may ask the chat model to score (see the worker's rubric stage).
-pub const RUBRICS: [&str; 2] = ["language_learner", "support"];
+/// A rubric a job may ask the chat model to score (the worker's rubric stage holds each
+/// one's prompt and schema). Stored in job options by name: add variants, never rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rubric {
+    /// A language learner's fluency, grammar and vocabulary, with corrections.
+    LanguageLearner,
+    /// A support call's urgency, sentiment and topic.
+    Support,
+}
+
+impl Rubric {
+    pub const ALL: [Rubric; 2] = [Rubric::LanguageLearner, Rubric::Support];
+
+    /// The name jobs give and results carry: `language_learner`, `support`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rubric::LanguageLearner => "language_learner",
+            Rubric::Support => "support",
+        }
+    }
+}
+
+impl std::fmt::Display for Rubric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Rubric {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = Self::ALL.iter().map(|r| r.as_str()).collect();
+                format!("unknown rubric '{s}' (known: {})", known.join(", "))
+            })
+    }
+}
 
 /// Optional stages of a job. Transcription always runs (the others need its text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -164,7 +203,7 @@ pub struct JobOptions {
     pub summary_model: ModelTier,
     /// Rubric scored by the chat model (`language_learner`, `support`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rubric: Option<String>,
+    pub rubric: Option<Rubric>,
 }
 
 impl Default for JobOptions {
@@ -301,6 +340,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rubric_names_are_their_serde_names() {
+        for rubric in Rubric::ALL {
+            let name = rubric.as_str();
+            assert_eq!(serde_json::to_value(rubric).unwrap(), name);
+            assert_eq!(
+                serde_json::from_value::<Rubric>(name.into()).unwrap(),
+                rubric
+            );
+            assert_eq!(name.parse::<Rubric>(), Ok(rubric));
+        }
+        let err = "poetry".parse::<Rubric>().unwrap_err();
+        assert_eq!(
+            err,
+            "unknown rubric 'poetry' (known: language_learner, support)"
+        );
+    }
+
+    #[test]
     fn audio_sources_parse_and_refuse() {
         assert_eq!(
             AudioSource::parse("s3://b/dir/a.ogg", false).unwrap(),
@@ -371,15 +428,68 @@ mod tests {
     }
 }
 
+/// A problem found in a recording, as listed in [`Scores::flags`]. Stored results and API
+/// clients read the snake_case names (`"no_speech"`): never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flag {
+    /// Nothing to transcribe: empty transcript, almost no speech, or nothing above
+    /// BS.1770's -70 LUFS absolute gate.
+    NoSpeech,
+    /// Speech recorded too low for a listener or a model.
+    TooQuiet,
+    /// Samples at full scale or on flat tops, often enough to be heard.
+    Clipped,
+    /// Speech too close to the background noise.
+    Noisy,
+    /// The model doubts its own transcript.
+    LowConfidence,
+    /// The transcript may be invented (repetitive, or text where the model heard silence).
+    PossibleHallucination,
+    /// Too short to be more than a word or an accidental tap.
+    TooShort,
+}
+
+impl Flag {
+    /// Every flag, in the order [`Scores::flags`] lists them.
+    pub const ALL: [Flag; 7] = [
+        Flag::NoSpeech,
+        Flag::TooQuiet,
+        Flag::Clipped,
+        Flag::Noisy,
+        Flag::LowConfidence,
+        Flag::PossibleHallucination,
+        Flag::TooShort,
+    ];
+
+    /// The name results carry, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flag::NoSpeech => "no_speech",
+            Flag::TooQuiet => "too_quiet",
+            Flag::Clipped => "clipped",
+            Flag::Noisy => "noisy",
+            Flag::LowConfidence => "low_confidence",
+            Flag::PossibleHallucination => "possible_hallucination",
+            Flag::TooShort => "too_short",
+        }
+    }
+}
+
+impl std::fmt::Display for Flag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Signal and transcript measurements of one recording, with a combined 0–100 `quality`
 /// and flags a bot can act on ("please record that again").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Scores {
     /// 0 (unusable) to 100 (clean, confident speech).
     pub quality: u8,
-    /// Problems found: `no_speech`, `too_quiet`, `clipped`, `noisy`, `low_confidence`,
-    /// `possible_hallucination`, `too_short`.
-    pub flags: Vec<String>,
+    /// Problems found, in the order of [`Flag`]'s variants.
+    pub flags: Vec<Flag>,
     pub duration_s: f64,
     /// RMS level of the whole recording, dBFS.
     pub loudness_dbfs: f64,
@@ -426,12 +536,20 @@ pub struct StageUsage {
     pub model: String,
     pub tokens_in: u64,
     pub tokens_out: u64,
-    /// CPU (wall) time spent in this process, milliseconds.
+    /// Elapsed time of the stage, milliseconds.
+    #[serde(default)]
+    pub wall_ms: f64,
+    /// CPU time this process spent on the stage for this job, milliseconds: the thread
+    /// CPU clock of the threads that ran it (see the worker's `cpu` module).
     pub cpu_ms: f64,
     pub cost_usd: f64,
     /// Served from a cache (no model call).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
+    /// Why the stage did less than asked (`no chat model configured`, `chat failed:
+    /// provider-timeout`); absent when it did what was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Provider name of work done on this machine (the local engine, scoring, extractive
@@ -440,18 +558,39 @@ pub const LOCAL_PROVIDER: &str = "local";
 
 impl StageUsage {
     /// A stage run on this machine: no tokens, no fee.
-    pub fn local(model: impl Into<String>, cpu_ms: f64) -> Self {
+    pub fn local(model: impl Into<String>) -> Self {
         Self {
             provider: LOCAL_PROVIDER.into(),
             model: model.into(),
-            cpu_ms,
             ..Self::default()
         }
     }
 }
 
-/// Usage per stage (`transcribe`, `score`, `summarize`, `rubric`).
-pub type Usage = std::collections::BTreeMap<String, StageUsage>;
+/// The stages that record usage. Declared in alphabetical order so a [`Usage`] map
+/// serializes its keys in the same order as it did when they were strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Rubric,
+    Score,
+    Summarize,
+    Transcribe,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Rubric => "rubric",
+            Stage::Score => "score",
+            Stage::Summarize => "summarize",
+            Stage::Transcribe => "transcribe",
+        }
+    }
+}
+
+/// Usage per stage.
+pub type Usage = std::collections::BTreeMap<Stage, StageUsage>;
 
 /// Everything a job produced: the transcript (its fields at the top level), scores,
 /// summary, rubric and usage.

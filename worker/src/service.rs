@@ -3,6 +3,7 @@
 //! PostgreSQL holds as queued but Redis does not.
 
 pub mod handler;
+pub mod source;
 pub mod sweeper;
 
 use std::sync::Arc;
@@ -10,22 +11,23 @@ use std::time::Duration;
 
 use anyhow::Context;
 use apalis::prelude::*;
-use shared::audio::DecodeLimits;
-use shared::cache::RedisCache;
+use audio::DecodeLimits;
+use providers::{ChatChain, ChatTiers, Transcriber, TranscriberChain};
+use shared::cache::{Cache, RedisCache};
 use shared::config::Config;
 use shared::domain::{Lane, LOCAL_PROVIDER};
 use shared::objects::ObjectStore;
-use shared::providers::{ChatChain, ChatTiers, TranscriberChain};
 use shared::queue::{JobMessage, JobQueue, LaneStorage};
 
+use crate::pipeline::Pipeline;
 use crate::stage::decode::DecodeStage;
 use crate::stage::fetch::FetchStage;
 use crate::stage::rubric::RubricStage;
 use crate::stage::score::{ScoreConfig, ScoreStage};
 use crate::stage::summarize::SummarizeStage;
-use crate::stage::transcribe::TranscribeStage;
-use crate::whisper::{DecodeOptions, EngineConfig};
-use handler::Pipeline;
+use crate::stage::transcribe::{LocalWhisper, TranscribeStage};
+use crate::whisper::{ComputeType, DecodeOptions, EngineConfig};
+use handler::Handler;
 
 /// A name unique to this process and start: apalis finds orphaned jobs by worker name,
 /// so two processes sharing a name would hide each other's dead jobs.
@@ -46,79 +48,49 @@ fn process_name() -> String {
 /// (up to `shutdown_grace_s`).
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let wants_local = config.transcribe_order.iter().any(|n| n == LOCAL_PROVIDER);
-    let transcribe = if config.bench_noop_transcribe || !wants_local {
+    if config.bench_noop_transcribe {
         tracing::warn!(
             "bench_noop_transcribe is set: jobs get empty transcripts (benchmarks only)"
         );
-        None
-    } else {
-        let replicas = config.interactive_concurrency + config.bulk_concurrency;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = match config.inference_threads {
-            0 => (cores / replicas.max(1)).max(1),
-            n => n,
-        };
-        let engine = EngineConfig {
-            compute_type: "int8".into(),
-            threads,
-            replicas: replicas.max(1),
-            batch_size: 1,
-        };
-        let dir = config.model_dir.clone();
-        let stage = tokio::task::spawn_blocking(move || {
-            TranscribeStage::load(&dir, &engine, DecodeOptions::default())
-        })
-        .await?
-        .with_context(|| format!("loading the model from '{}'", config.model_dir.display()))?;
-        Some(Arc::new(stage))
-    };
+    }
+    let chain = transcriber_chain(&config).await?;
     let db = shared::db::connect(&config)
         .await
         .context("connecting to PostgreSQL")?;
     let conn = shared::queue::connect_lazy(&config)?;
     let queue = JobQueue::new(&config, conn.clone());
     let objects = ObjectStore::connect(&config).await;
-    let model = config
-        .model_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "whisper".into());
     let chat = chat_tiers(&config)?;
-    let cache = RedisCache::new(conn.clone(), &config.queue_prefix);
-    let pipeline = Arc::new(Pipeline {
-        fetch: FetchStage::new(objects, &config)?,
+    let cache: Arc<dyn Cache> = Arc::new(RedisCache::new(conn.clone(), &config.queue_prefix));
+    let pipeline = Pipeline {
+        source: Arc::new(source::Remote {
+            fetch: FetchStage::new(objects, &config),
+            db: db.clone(),
+            config: config.clone(),
+        }),
         decode: DecodeStage::new(DecodeLimits {
             max_bytes: config.max_fetch_bytes,
             max_duration_s: config.max_audio_s,
         }),
-        transcribe,
-        remote: config
-            .transcribe_providers
-            .iter()
-            .map(|p| {
-                let provider = shared::providers::transcriber(p)?;
-                Ok((
-                    p.name.clone(),
-                    TranscriberChain::new(vec![provider], config.breaker),
-                ))
-            })
-            .collect::<anyhow::Result<_>>()?,
-        noop: config.bench_noop_transcribe,
+        transcribe: TranscribeStage::new(
+            chain,
+            Some((
+                cache.clone(),
+                Duration::from_secs(config.transcript_cache_ttl_s),
+            )),
+        ),
         score: Arc::new(ScoreStage::new(ScoreConfig::default())),
-        summarize: Arc::new(SummarizeStage::new(
+        summarize: SummarizeStage::new(
             config.summary.clone(),
             chat.clone(),
-            Arc::new(cache.clone()),
+            cache,
             Duration::from_secs(config.chat_cache_ttl_s.max(1)),
-        )),
-        rubric: Arc::new(RubricStage::new(chat)),
-        transcript_cache: Some(cache),
-        model: if config.bench_noop_transcribe {
-            "noop".into()
-        } else {
-            model
-        },
+        ),
+        rubric: RubricStage::new(chat),
+        noop: config.bench_noop_transcribe,
+    };
+    let pipeline = Arc::new(Handler {
+        pipeline,
         db: db.clone(),
         queue: queue.clone(),
         config: config.clone(),
@@ -183,7 +155,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let sweeper = tokio::spawn(sweeper::run(db, queue, conn, config.clone(), name.clone()));
-    let result = monitor.run_with_signal(shutdown_signal()).await;
+    let result = monitor
+        .run_with_signal(shared::shutdown::shutdown_signal())
+        .await;
     sweeper.abort();
     tracing::info!("voxq-worker stopped");
     result.map_err(|e| anyhow::anyhow!("worker monitor: {e}"))
@@ -214,28 +188,58 @@ impl RestartBackoff {
             _ => 0,
         };
         self.streaks.insert(lane.to_string(), (now, streak));
-        Self::FIRST
-            .saturating_mul(1u32 << streak.min(16))
-            .min(Self::MAX)
+        exponential_delay(Self::FIRST, Self::MAX, streak, 1.0)
     }
 }
 
-async fn shutdown_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// The providers of `transcribe_order`, in that order, as one chain: `local` is the
+/// engine loaded here (one replica per job slot), any other name a configured remote
+/// provider.
+async fn transcriber_chain(config: &Arc<Config>) -> anyhow::Result<TranscriberChain> {
+    let mut providers: Vec<Arc<dyn Transcriber>> = Vec::new();
+    for name in &config.transcribe_order {
+        if name == LOCAL_PROVIDER {
+            if config.bench_noop_transcribe {
+                continue;
+            }
+            let replicas = (config.interactive_concurrency + config.bulk_concurrency).max(1);
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let engine = EngineConfig {
+                compute_type: ComputeType::Int8,
+                threads: match config.inference_threads {
+                    0 => (cores / replicas).max(1),
+                    n => n,
+                },
+                replicas,
+                batch_size: 1,
+            };
+            let dir = config.model_dir.clone();
+            let local = tokio::task::spawn_blocking(move || {
+                LocalWhisper::load(&dir, &engine, DecodeOptions::default())
+            })
+            .await?
+            .with_context(|| format!("loading the model from '{}'", config.model_dir.display()))?;
+            providers.push(Arc::new(local));
+        } else if let Some(remote) = config.transcribe_providers.iter().find(|p| &p.name == name) {
+            providers.push(providers::transcriber(remote)?);
+        }
     }
-    tracing::info!("shutdown requested: finishing jobs in flight, starting no new ones");
-    Ok(())
+    Ok(TranscriberChain::new(providers, config.breaker))
+}
+
+/// `first * 2^step` times `jitter`, never above `max` (the cap holds after the jitter).
+/// Job retries and lane-worker restarts both wait this way.
+pub fn exponential_delay(first: Duration, max: Duration, step: u32, jitter: f64) -> Duration {
+    let grown = first.saturating_mul(1u32 << step.min(20)).as_secs_f64() * jitter;
+    Duration::try_from_secs_f64(grown).map_or(max, |d| d.min(max))
 }
 
 /// The configured chat chains, built once for every stage that calls a chat model.
 fn chat_tiers(config: &Config) -> anyhow::Result<ChatTiers> {
-    let chain = |providers: &[shared::providers::ProviderConfig]| -> anyhow::Result<_> {
+    let chain = |providers: &[providers::ProviderConfig]| -> anyhow::Result<_> {
         let models = providers
             .iter()
-            .map(shared::providers::chat_model)
+            .map(providers::chat_model)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(ChatChain::new(models, config.breaker)))
     };

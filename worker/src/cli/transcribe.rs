@@ -4,22 +4,25 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use shared::audio::DecodeLimits;
 use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context;
+use audio::DecodeLimits;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use providers::{BreakerConfig, ChatTiers, Transcriber, TranscriberChain};
+use shared::cache::{Cache, MemoryCache};
+use shared::config::SummaryPolicy;
+use shared::domain::JobOptions;
 use voxq_worker::local;
 use voxq_worker::output::{Format, Writer};
-
-use shared::cache::MemoryCache;
-use shared::domain::{ModelTier, SummaryMode};
-use shared::providers::ChatTiers;
+use voxq_worker::pipeline::Pipeline;
 use voxq_worker::stage::decode::DecodeStage;
+use voxq_worker::stage::rubric::RubricStage;
 use voxq_worker::stage::score::{ScoreConfig, ScoreStage};
-use voxq_worker::stage::summarize::{SummarizeStage, SummaryPolicy};
-use voxq_worker::stage::transcribe::TranscribeStage;
-use voxq_worker::whisper::{DecodeOptions, EngineConfig};
+use voxq_worker::stage::summarize::SummarizeStage;
+use voxq_worker::stage::transcribe::{LocalWhisper, TranscribeStage};
+use voxq_worker::whisper::{ComputeType, DecodeOptions, EngineConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,16 +41,13 @@ pub struct Args {
     /// Inference threads per worker [default: cores / workers].
     #[arg(long)]
     threads: Option<usize>,
-    /// Recordings whose first window share one model call.
-    #[arg(long, default_value_t = 1)]
-    batch_size: usize,
     /// Model replicas transcribing in parallel, each with its own copy of the weights
     /// [default: one per core, at most 4].
     #[arg(long)]
     workers: Option<usize>,
     /// CTranslate2 compute type (int8, int8_float32, float32, ...).
     #[arg(long, default_value = "int8")]
-    compute_type: String,
+    compute_type: ComputeType,
     /// Run the model even on recordings with no speech energy.
     #[arg(long)]
     no_skip_silence: bool,
@@ -58,6 +58,9 @@ pub struct Args {
     #[arg(required = true)]
     paths: Vec<PathBuf>,
 }
+
+/// How long local mode's in-memory caches keep an entry: the whole run, in practice.
+const CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let model_dir = args.model_dir.unwrap_or_else(super::default_model_dir);
@@ -70,21 +73,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         compute_type: args.compute_type,
         threads,
         replicas: workers,
-        batch_size: args.batch_size,
+        batch_size: 1,
     };
-    let options = DecodeOptions {
-        language: args.language,
+    let engine_options = DecodeOptions {
         beam_size: args.beam_size,
         skip_silence: !args.no_skip_silence,
         ..DecodeOptions::default()
     };
     let files = local::expand_inputs(&args.paths);
-    let transcribe = TranscribeStage::load(&model_dir, &config, options)
+    let engine = LocalWhisper::load(&model_dir, &config, engine_options)
         .with_context(|| format!("loading the model from '{}'", model_dir.display()))?;
-    let decode = DecodeStage::new(DecodeLimits {
-        max_duration_s: args.max_duration_s,
-        ..DecodeLimits::default()
-    });
+    let engine: Arc<dyn Transcriber> = Arc::new(engine);
+    let cache: Arc<dyn Cache> = Arc::new(MemoryCache::default());
+    // Key-free default: no chat model, so summaries are local (extractive) or none.
+    let chat = ChatTiers::default();
+    let pipeline = Pipeline {
+        source: Arc::new(local::Files),
+        decode: DecodeStage::new(DecodeLimits {
+            max_duration_s: args.max_duration_s,
+            ..DecodeLimits::default()
+        }),
+        transcribe: TranscribeStage::new(
+            TranscriberChain::new(vec![engine], BreakerConfig::default()),
+            Some((cache.clone(), CACHE_TTL)),
+        ),
+        score: Arc::new(ScoreStage::new(ScoreConfig::default())),
+        summarize: SummarizeStage::new(SummaryPolicy::default(), chat.clone(), cache, CACHE_TTL),
+        rubric: RubricStage::new(chat),
+        noop: false,
+    };
+    let options = JobOptions {
+        language: args.language,
+        ..JobOptions::default()
+    };
 
     let progress = ProgressBar::new(files.len() as u64);
     if files.len() > 1 && std::io::stderr().is_terminal() {
@@ -100,31 +121,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut writer = Writer::new(stdout, args.format, files.len() > 1);
     let mut failed = 0usize;
     let mut io_error = None;
-    let score = ScoreStage::new(ScoreConfig::default());
-    // Key-free default: no chat model, so summaries are local (extractive) or none.
-    let summarize = SummarizeStage::new(
-        SummaryPolicy::default(),
-        ChatTiers::default(),
-        Arc::new(MemoryCache::default()),
-        Duration::from_secs(3600),
-    );
-    local::transcribe_files(&files, &decode, &transcribe, &score, |mut outcome| {
-        if let Ok(result) = &mut outcome.result {
-            let text = result.transcript.text.clone();
-            let summary = futures::executor::block_on(summarize.run(
-                &text,
-                SummaryMode::Auto,
-                ModelTier::Cheap,
-            ));
-            result.summary = summary.summary;
-            result.usage.insert("summarize".into(), summary.usage);
-        }
-        failed += usize::from(outcome.result.is_err());
-        progress.inc(1);
-        if let Err(e) = writer.write(outcome) {
-            io_error.get_or_insert(e);
-        }
-    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(local::transcribe_files(
+        &pipeline,
+        &files,
+        &options,
+        workers,
+        |outcome| {
+            failed += usize::from(outcome.result.is_err());
+            progress.inc(1);
+            if let Err(e) = writer.write(outcome) {
+                io_error.get_or_insert(e);
+            }
+        },
+    ));
     progress.finish_and_clear();
     writer.finish().context("writing results")?;
     if let Some(e) = io_error {

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use shared::audio::{self, Audio, DecodeError, DecodeLimits};
+use audio::{Audio, DecodeError, DecodeLimits};
 
-/// Decodes audio files; the heavy lifting (and panic isolation) is in `shared::audio`.
+/// Decodes audio files; the heavy lifting (and panic isolation) is in `audio`.
 #[derive(Debug, Clone, Default)]
 pub struct DecodeStage {
     pub limits: DecodeLimits,

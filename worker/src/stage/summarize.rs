@@ -14,12 +14,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use providers::{ChatChain, ChatMessage, ChatRequest, ChatTiers};
 use serde::{Deserialize, Serialize};
 use shared::cache::{key_hash, Cache, Counters};
 use shared::domain::StageUsage;
-use shared::providers::{ChatChain, ChatMessage, ChatRequest, ChatTiers};
 
 use shared::domain::{Summary, SummaryKind};
 
@@ -128,15 +128,17 @@ impl SummarizeStage {
     }
 
     pub async fn run(&self, text: &str, mode: SummaryMode, tier: ModelTier) -> SummaryOutcome {
-        let started = Instant::now();
-        let local = |model: &str| StageUsage::local(model, 0.0);
-        let (summary, mut usage) = match plan(&self.policy, text, mode, tier) {
-            Plan::Skip => (None, local("none")),
-            Plan::Extractive => (extractive(text), local("extractive")),
+        let extractive_because = |note: String| StageUsage {
+            note: Some(note),
+            ..StageUsage::local("extractive")
+        };
+        let (summary, usage) = match plan(&self.policy, text, mode, tier) {
+            Plan::Skip => (None, StageUsage::local("none")),
+            Plan::Extractive => (extractive(text), StageUsage::local("extractive")),
             Plan::Abstractive { tier, input, .. } => match self.chat.chain(tier) {
                 None => (
                     extractive(text),
-                    local("extractive (no chat model configured)"),
+                    extractive_because("no chat model configured".into()),
                 ),
                 Some(chain) => match self.abstractive(chain, &input).await {
                     Ok((summary, usage)) => (Some(summary), usage),
@@ -144,13 +146,12 @@ impl SummarizeStage {
                         tracing::warn!(%reason, "chat summary failed; using the extractive one");
                         (
                             extractive(text),
-                            local(&format!("extractive (chat failed: {reason})")),
+                            extractive_because(format!("chat failed: {reason}")),
                         )
                     }
                 },
             },
         };
-        usage.cpu_ms = started.elapsed().as_secs_f64() * 1e3;
         SummaryOutcome { summary, usage }
     }
 
