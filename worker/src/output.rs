@@ -165,7 +165,10 @@ fn table(rows: &[FileOutcome]) -> String {
                         .map_or("-".into(), |s| s.quality.to_string()),
                     r.scores
                         .as_ref()
-                        .map(|s| s.flags.join(","))
+                        .map(|s| {
+                            let names: Vec<_> = s.flags.iter().map(|f| f.as_str()).collect();
+                            names.join(",")
+                        })
                         .filter(|f| !f.is_empty())
                         .unwrap_or_else(|| "-".into()),
                     if t.text.is_empty() {

@@ -4,12 +4,13 @@
 //!
 //! What is measured, on the 16 kHz mono samples:
 //! - RMS level and peak (dBFS, where a full-scale sine is -3.01 dBFS RMS), and
-//!   integrated loudness per ITU-R BS.1770-4 (LUFS): K-weighting, 400 ms blocks with
-//!   75 % overlap, absolute gate -70 LUFS, relative gate -10 LU.
+//!   integrated loudness per ITU-R BS.1770-4 (LUFS), measured by the `ebur128` crate
+//!   (libebur128's algorithm, as ffmpeg's `ebur128` filter): K-weighting, 400 ms blocks
+//!   with 75 % overlap, absolute gate -70 LUFS, relative gate -10 LU.
 //! - The clipping ratio: samples at full scale, or sitting on a flat top (see
 //!   [`ScoreConfig::clip_plateau_run`]).
-//! - An energy VAD over 30 ms frames with an adaptive noise floor, giving the speech
-//!   ratio and an SNR estimate.
+//! - An energy VAD over 30 ms frames ([`audio::energy`]) with an adaptive noise floor,
+//!   giving the speech ratio and an SNR estimate.
 //!
 //! and on the transcript: speaking rate, ASR confidence from the segments' average
 //! log-probabilities, the highest no-speech probability, and Whisper's compression ratio.
@@ -17,48 +18,38 @@
 //! Levels that would be -inf (digital silence) are clamped to [`MIN_DB`] so every field
 //! serialises as a JSON number.
 
-use shared::audio::{Audio, SAMPLE_RATE};
-use shared::domain::{Scores, Transcript};
+use audio::energy::{self, power_db, FrameEnergies};
+use audio::{Audio, SAMPLE_RATE};
+use ebur128::{EbuR128, Mode};
+use shared::domain::{Flag, Scores, Transcript};
 
 use crate::whisper::compression_ratio;
 
 /// The floor of every level in [`Scores`], dB: digital silence, or no gated block.
-pub const MIN_DB: f64 = -120.0;
+pub const MIN_DB: f64 = energy::FLOOR_DB;
 
-/// Flag names, as they appear in [`Scores::flags`] (always in this order).
-pub mod flag {
-    /// Nothing to transcribe: empty transcript, almost no speech frames, or nothing above
-    /// BS.1770's -70 LUFS absolute gate.
-    pub const NO_SPEECH: &str = "no_speech";
-    pub const TOO_QUIET: &str = "too_quiet";
-    pub const CLIPPED: &str = "clipped";
-    pub const NOISY: &str = "noisy";
-    pub const LOW_CONFIDENCE: &str = "low_confidence";
-    pub const POSSIBLE_HALLUCINATION: &str = "possible_hallucination";
-    pub const TOO_SHORT: &str = "too_short";
-}
-
-/// How much each flag takes off `quality` (which starts at 100 and is clamped to 0–100).
+/// How much a flag takes off `quality` (which starts at 100 and is clamped to 0–100).
 ///
 /// `no_speech` makes a recording unusable whatever else is true. A transcript that may be
 /// invented is the next worst thing for a bot that acts on it, then one the model itself
 /// doubts. Signal problems cost less: Whisper often copes with them, but the listener and
 /// the next stages suffer. A short note may be a perfectly good "yes".
-const PENALTIES: [(&str, u8); 7] = [
-    (flag::NO_SPEECH, 100),
-    (flag::TOO_QUIET, 25),
-    (flag::CLIPPED, 25),
-    (flag::NOISY, 25),
-    (flag::LOW_CONFIDENCE, 30),
-    (flag::POSSIBLE_HALLUCINATION, 40),
-    (flag::TOO_SHORT, 15),
-];
+fn penalty(flag: Flag) -> u8 {
+    match flag {
+        Flag::NoSpeech => 100,
+        Flag::TooQuiet => 25,
+        Flag::Clipped => 25,
+        Flag::Noisy => 25,
+        Flag::LowConfidence => 30,
+        Flag::PossibleHallucination => 40,
+        Flag::TooShort => 15,
+    }
+}
 
 /// 30 ms VAD frames at 16 kHz.
 const VAD_FRAME: usize = 480;
-/// BS.1770 gating: 400 ms blocks advanced by 100 ms (75 % overlap) at 16 kHz.
-const LOUDNESS_STEP: usize = 1_600;
-const LOUDNESS_STEPS_PER_BLOCK: usize = 4;
+/// One BS.1770 gating block, 400 ms at 16 kHz.
+const LOUDNESS_BLOCK: usize = 6_400;
 /// Whisper judges the compression ratio per 30 s window, not over a whole transcript.
 const WHISPER_WINDOW_S: f64 = 30.0;
 
@@ -172,8 +163,7 @@ impl ScoreStage {
         let cfg = &self.config;
         let samples = &audio.samples;
 
-        let mean_square = samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>()
-            / samples.len().max(1) as f64;
+        let mean_square = energy::mean_square(samples);
         let peak = samples
             .iter()
             .fold(0.0f64, |m, &s| m.max(f64::from(s).abs()));
@@ -212,50 +202,34 @@ impl ScoreStage {
         // Level, noise and confidence describe the speech; without speech they would only
         // repeat `no_speech` (a silent file is "quiet" and has an SNR of 0).
         let raised = [
-            (flag::NO_SPEECH, no_speech),
+            (Flag::NoSpeech, no_speech),
             (
-                flag::TOO_QUIET,
+                Flag::TooQuiet,
                 !no_speech
                     && (scores.loudness_lufs < cfg.min_lufs
                         || vad.speech_dbfs() < cfg.min_speech_dbfs),
             ),
             (
-                flag::CLIPPED,
+                Flag::Clipped,
                 scores.clipping_ratio > cfg.max_clipping_ratio,
             ),
-            (flag::NOISY, !no_speech && scores.snr_db < cfg.min_snr_db),
+            (Flag::Noisy, !no_speech && scores.snr_db < cfg.min_snr_db),
             (
-                flag::LOW_CONFIDENCE,
+                Flag::LowConfidence,
                 !no_speech && scores.asr_confidence < cfg.min_asr_confidence,
             ),
-            (flag::POSSIBLE_HALLUCINATION, hallucination),
-            (flag::TOO_SHORT, scores.duration_s < cfg.min_duration_s),
+            (Flag::PossibleHallucination, hallucination),
+            (Flag::TooShort, scores.duration_s < cfg.min_duration_s),
         ];
         let mut quality: u8 = 100;
-        for (name, on) in raised {
+        for (flag, on) in raised {
             if on {
-                scores.flags.push(name.to_string());
-                quality = quality.saturating_sub(penalty(name));
+                scores.flags.push(flag);
+                quality = quality.saturating_sub(penalty(flag));
             }
         }
         scores.quality = quality;
         scores
-    }
-}
-
-fn penalty(flag: &str) -> u8 {
-    PENALTIES
-        .iter()
-        .find(|(name, _)| *name == flag)
-        .map_or(0, |&(_, p)| p)
-}
-
-/// 10·log10 of a mean square, clamped to [`MIN_DB`].
-fn power_db(power: f64) -> f64 {
-    if power > 0.0 {
-        (10.0 * power.log10()).max(MIN_DB)
-    } else {
-        MIN_DB
     }
 }
 
@@ -292,134 +266,31 @@ fn clipping_ratio(samples: &[f32], cfg: &ScoreConfig) -> f64 {
     clipped as f64 / samples.len() as f64
 }
 
-/// One second-order section, direct form I.
-#[derive(Debug, Clone, Copy)]
-struct Biquad {
-    b: [f64; 3],
-    /// a1, a2 (a0 is 1).
-    a: [f64; 2],
-}
-
-/// A [`Biquad`]'s delay line: x[n-1], x[n-2], y[n-1], y[n-2]. Carried from one block of
-/// samples to the next, so filtering block by block gives the whole signal's output.
-#[derive(Debug, Clone, Copy, Default)]
-struct BiquadState([f64; 4]);
-
-impl Biquad {
-    fn filter(&self, x: &mut [f64], state: &mut BiquadState) {
-        let [mut x1, mut x2, mut y1, mut y2] = state.0;
-        for v in x.iter_mut() {
-            let x0 = *v;
-            let y0 =
-                self.b[0] * x0 + self.b[1] * x1 + self.b[2] * x2 - self.a[0] * y1 - self.a[1] * y2;
-            (x2, x1, y2, y1) = (x1, x0, y1, y0);
-            *v = y0;
-        }
-        state.0 = [x1, x2, y1, y2];
-    }
-}
-
-/// BS.1770's K-weighting (high-shelf pre-filter, then the RLB high-pass) for sample rate
-/// `fs`.
+/// Integrated loudness (ITU-R BS.1770-4, mono: channel weight 1), LUFS; `None` when
+/// nothing passes the -70 LUFS absolute gate (silence, or no samples at all).
 ///
-/// The standard only tabulates 48 kHz coefficients, which are wrong at 16 kHz. These are
-/// the analog prototypes those coefficients come from (parameters fitted by B. De Man,
-/// as in libebur128) mapped to `fs` with the bilinear transform; at 48 kHz they give the
-/// standard's table to 1e-14. (The RBJ cookbook shelf that pyloudnorm uses does not
-/// reproduce the table with these parameters.)
-fn k_weighting(fs: f64) -> [Biquad; 2] {
-    use std::f64::consts::PI;
-    // Pre-filter: +4 dB shelf around 1.7 kHz, modelling the head's acoustic effect.
-    let (f0, gain_db, q) = (
-        1_681.974_450_955_533,
-        3.999_843_853_973_347,
-        0.707_175_236_955_419_6,
-    );
-    let k = (PI * f0 / fs).tan();
-    let vh = 10f64.powf(gain_db / 20.0);
-    let vb = vh.powf(0.499_666_774_154_541_6);
-    let a0 = 1.0 + k / q + k * k;
-    let shelf = Biquad {
-        b: [
-            (vh + vb * k / q + k * k) / a0,
-            2.0 * (k * k - vh) / a0,
-            (vh - vb * k / q + k * k) / a0,
-        ],
-        a: [2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0],
-    };
-    // RLB weighting: second-order high-pass at 38 Hz.
-    let (f0, q) = (38.135_470_876_024_44, 0.500_327_037_323_877_3);
-    let k = (PI * f0 / fs).tan();
-    let a0 = 1.0 + k / q + k * k;
-    let high_pass = Biquad {
-        b: [1.0, -2.0, 1.0],
-        a: [2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0],
-    };
-    [shelf, high_pass]
-}
-
-/// Integrated loudness (ITU-R BS.1770-4, mono: channel weight 1), LUFS; `None` when no
-/// block passes the absolute gate (silence, or nothing at all).
-///
-/// A recording shorter than one 400 ms block is measured as a single block of its own
-/// length (the standard does not cover it; dropping it would call any short word silent).
-///
-/// The signal is K-weighted 100 ms at a time, the filters' state carried across, so what
-/// grows with the recording is one sum of squares per 100 ms, not a weighted copy of it.
+/// A recording shorter than one 400 ms block has no gating block, so no integrated
+/// loudness; dropping it would call any short word silent. It is measured as a single
+/// block of its own length instead, gated like one: the meter's momentary loudness is the
+/// K-weighted energy of the last 400 ms, which is then the whole recording and zeros
+/// before it, so 10·log10(400 ms / length) more is the recording's own mean.
 fn integrated_loudness(samples: &[f32]) -> Option<f64> {
     const ABSOLUTE_GATE: f64 = -70.0;
-    const RELATIVE_GATE: f64 = -10.0;
-    let loudness = |z: f64| -0.691 + 10.0 * z.log10();
-
-    let filters = k_weighting(f64::from(SAMPLE_RATE));
-    let mut states = [BiquadState::default(); 2];
-    let mut weighted = vec![0.0f64; LOUDNESS_STEP];
-    // Sums of squares per 100 ms step (a trailing partial step is left out); a block is
-    // four consecutive steps.
-    let mut steps: Vec<f64> = Vec::with_capacity(samples.len() / LOUDNESS_STEP);
-    let shorter_than_a_block = samples.len() < LOUDNESS_STEP * LOUDNESS_STEPS_PER_BLOCK;
-    // Only for a recording shorter than a block: the sum of squares of all of it, added
-    // sample by sample.
-    let mut whole = -0.0f64;
-    for chunk in samples.chunks(LOUDNESS_STEP) {
-        let weighted = &mut weighted[..chunk.len()];
-        for (w, &s) in weighted.iter_mut().zip(chunk) {
-            *w = f64::from(s);
-        }
-        for (stage, state) in filters.iter().zip(&mut states) {
-            stage.filter(weighted, state);
-        }
-        if chunk.len() == LOUDNESS_STEP {
-            steps.push(weighted.iter().map(|v| v * v).sum());
-        }
-        if shorter_than_a_block {
-            whole = weighted.iter().fold(whole, |acc, v| acc + v * v);
-        }
+    if samples.is_empty() {
+        return None;
     }
-    let blocks: Vec<f64> = if steps.len() >= LOUDNESS_STEPS_PER_BLOCK {
-        let block_len = (LOUDNESS_STEP * LOUDNESS_STEPS_PER_BLOCK) as f64;
-        steps
-            .windows(LOUDNESS_STEPS_PER_BLOCK)
-            .map(|w| w.iter().sum::<f64>() / block_len)
-            .collect()
-    } else if !samples.is_empty() {
-        vec![whole / samples.len() as f64]
+    // The errors are for a meter of no channel, a zero rate or a mode without `I`.
+    let mut meter = EbuR128::new(1, SAMPLE_RATE, Mode::I).expect("a mono 16 kHz meter");
+    meter.add_frames_f32(samples).expect("one channel");
+    let lufs = if samples.len() >= LOUDNESS_BLOCK {
+        meter.loudness_global().expect("mode I")
     } else {
-        Vec::new()
+        meter.loudness_momentary().expect("mode I includes M")
+            + 10.0 * (LOUDNESS_BLOCK as f64 / samples.len() as f64).log10()
     };
-    drop(steps);
-
-    let mean_above = |gate: f64| {
-        let (count, sum) = blocks
-            .iter()
-            .filter(|&&z| z > 0.0 && loudness(z) > gate)
-            .fold((0usize, -0.0f64), |(n, sum), &z| (n + 1, sum + z));
-        (count > 0).then(|| sum / count as f64)
-    };
-    let relative_gate = loudness(mean_above(ABSOLUTE_GATE)?) + RELATIVE_GATE;
-    // The relative gate can sit below the absolute one (it is above -80 LUFS); a block
-    // must pass both.
-    mean_above(relative_gate.max(ABSOLUTE_GATE)).map(loudness)
+    // -inf without a gated block or without energy; NaN (from non-finite samples, which
+    // the decoder never gives) would not serialise as a number either.
+    (lufs.is_finite() && lufs > ABSOLUTE_GATE).then_some(lufs)
 }
 
 /// The energy VAD's verdict over 30 ms frames.
@@ -437,21 +308,14 @@ impl Vad {
     /// noise floor being a low percentile of the frame levels, so the detector adapts to
     /// each recording's background. A trailing partial frame is ignored.
     fn measure(samples: &[f32], cfg: &ScoreConfig) -> Self {
-        let powers: Vec<f64> = samples
-            .chunks_exact(VAD_FRAME)
-            .map(|c| c.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / VAD_FRAME as f64)
-            .collect();
-        if powers.is_empty() {
+        let frames = FrameEnergies::measure(samples, VAD_FRAME);
+        let Some(noise_floor) = frames.percentile_db(cfg.vad_noise_percentile) else {
             return Self::default();
-        }
-        let mut levels: Vec<f64> = powers.iter().map(|&p| power_db(p)).collect();
-        levels.sort_by(f64::total_cmp);
-        let floor_index = ((levels.len() - 1) as f64 * cfg.vad_noise_percentile).round() as usize;
-        let noise_floor = levels[floor_index.min(levels.len() - 1)];
+        };
         let threshold = (noise_floor + cfg.vad_margin_db).max(cfg.vad_floor_dbfs);
 
         let (mut speech, mut noise) = ((0usize, 0.0f64), (0usize, 0.0f64));
-        for &p in &powers {
+        for &p in frames.powers() {
             let bucket = if power_db(p) > threshold {
                 &mut speech
             } else {
@@ -461,7 +325,7 @@ impl Vad {
             bucket.1 += p;
         }
         Self {
-            frames: powers.len(),
+            frames: frames.len(),
             speech_frames: speech.0,
             speech_power: speech.1 / speech.0.max(1) as f64,
             noise_power: noise.1 / noise.0.max(1) as f64,
@@ -572,7 +436,7 @@ mod tests {
     use std::f64::consts::PI;
     use std::path::{Path, PathBuf};
 
-    use shared::audio::{decode_file, DecodeLimits};
+    use audio::{decode_file, DecodeLimits};
     use shared::domain::Segment;
 
     use super::*;
@@ -645,88 +509,8 @@ mod tests {
         ScoreStage::default().run(&audio, &transcript)
     }
 
-    fn has(scores: &Scores, flag: &str) -> bool {
-        scores.flags.iter().any(|f| f == flag)
-    }
-
-    #[test]
-    fn k_weighting_at_48k_is_the_standard_table() {
-        let [shelf, high_pass] = k_weighting(48_000.0);
-        let table = [
-            (shelf.b[0], 1.535_124_859_586_97),
-            (shelf.b[1], -2.691_696_189_406_38),
-            (shelf.b[2], 1.198_392_810_852_85),
-            (shelf.a[0], -1.690_659_293_182_41),
-            (shelf.a[1], 0.732_480_774_215_85),
-            (high_pass.a[0], -1.990_047_454_833_98),
-            (high_pass.a[1], 0.990_072_250_366_21),
-        ];
-        for (got, want) in table {
-            assert!((got - want).abs() < 1e-12, "{got} != {want}");
-        }
-    }
-
-    /// BS.1770 as it was measured before the signal was K-weighted block by block: a
-    /// weighted f64 copy of the whole recording.
-    fn loudness_of_whole_copy(samples: &[f32]) -> Option<f64> {
-        let loudness = |z: f64| -0.691 + 10.0 * z.log10();
-        let mut weighted: Vec<f64> = samples.iter().map(|&s| f64::from(s)).collect();
-        for stage in k_weighting(f64::from(SAMPLE_RATE)) {
-            let mut state = BiquadState::default();
-            stage.filter(&mut weighted, &mut state);
-        }
-        let steps: Vec<f64> = weighted
-            .chunks_exact(LOUDNESS_STEP)
-            .map(|c| c.iter().map(|v| v * v).sum())
-            .collect();
-        let blocks: Vec<f64> = if steps.len() >= LOUDNESS_STEPS_PER_BLOCK {
-            let block_len = (LOUDNESS_STEP * LOUDNESS_STEPS_PER_BLOCK) as f64;
-            steps
-                .windows(LOUDNESS_STEPS_PER_BLOCK)
-                .map(|w| w.iter().sum::<f64>() / block_len)
-                .collect()
-        } else if !weighted.is_empty() {
-            vec![weighted.iter().map(|v| v * v).sum::<f64>() / weighted.len() as f64]
-        } else {
-            Vec::new()
-        };
-        let mean_above = |gate: f64| {
-            let passed: Vec<f64> = blocks
-                .iter()
-                .copied()
-                .filter(|&z| z > 0.0 && loudness(z) > gate)
-                .collect();
-            (!passed.is_empty()).then(|| passed.iter().sum::<f64>() / passed.len() as f64)
-        };
-        let relative_gate = loudness(mean_above(-70.0)?) - 10.0;
-        mean_above(relative_gate.max(-70.0)).map(loudness)
-    }
-
-    #[test]
-    fn blockwise_loudness_is_bit_identical_to_the_whole_copy() {
-        let bursts = tone_bursts_in_noise(0.1, 11);
-        let cases: Vec<Vec<f32>> = vec![
-            bursts.clone(),
-            bursts[..LOUDNESS_STEP * 7 + 321].to_vec(),
-            bursts[..LOUDNESS_STEP * 4].to_vec(),
-            bursts[..LOUDNESS_STEP * 4 - 1].to_vec(),
-            bursts[..LOUDNESS_STEP + 17].to_vec(),
-            bursts[..5].to_vec(),
-            tone_note(3.0),
-            sine(20.0, 0.5, 2.05),
-            vec![0.0; 48_000],
-            Vec::new(),
-        ];
-        for samples in cases {
-            let got = integrated_loudness(&samples);
-            let want = loudness_of_whole_copy(&samples);
-            assert_eq!(
-                got.map(f64::to_bits),
-                want.map(f64::to_bits),
-                "{} samples: {got:?} != {want:?}",
-                samples.len()
-            );
-        }
+    fn has(scores: &Scores, flag: Flag) -> bool {
+        scores.flags.contains(&flag)
     }
 
     #[test]
@@ -749,7 +533,7 @@ mod tests {
         let quiet = score(sine(1_000.0, 0.1, 5.0), "a tone");
         assert!((quiet.loudness_dbfs + 23.0103).abs() < 0.01);
         assert!((quiet.loudness_lufs - (s.loudness_lufs - 20.0)).abs() < 1e-6);
-        assert!(quiet.flags.iter().all(|f| f != flag::CLIPPED));
+        assert!(!has(&quiet, Flag::Clipped), "{:?}", quiet.flags);
     }
 
     #[test]
@@ -761,6 +545,55 @@ mod tests {
     }
 
     #[test]
+    fn shorter_than_a_block_is_measured_as_one_block() {
+        // One sample either side of the 400 ms block: the momentary reading scaled to the
+        // recording's own length, against the meter's single gated block.
+        let tone = sine(1_000.0, 0.5, 1.0);
+        let short = integrated_loudness(&tone[..LOUDNESS_BLOCK - 1]).unwrap();
+        let block = integrated_loudness(&tone[..LOUDNESS_BLOCK]).unwrap();
+        assert!((short - block).abs() < 0.001, "{short} against {block}");
+        // A fifth of a block reads as the steady tone does.
+        let steady = integrated_loudness(&tone).unwrap();
+        let fifth = integrated_loudness(&tone[..LOUDNESS_BLOCK / 5]).unwrap();
+        assert!((fifth - steady).abs() < 0.05, "{fifth} against {steady}");
+        // The absolute gate applies: about -75 LUFS is silence, -63 is not.
+        assert_eq!(integrated_loudness(&sine(1_000.0, 2.5e-4, 0.3)), None);
+        assert!(integrated_loudness(&sine(1_000.0, 1e-3, 0.3)).is_some());
+        assert_eq!(integrated_loudness(&[]), None);
+    }
+
+    #[test]
+    fn flag_names_are_their_serde_names_in_listing_order() {
+        for flag in Flag::ALL {
+            let name = flag.as_str();
+            assert_eq!(serde_json::to_value(flag).unwrap(), name);
+            assert_eq!(serde_json::from_value::<Flag>(name.into()).unwrap(), flag);
+            assert_eq!(flag.to_string(), name);
+        }
+        // Half a second of hard-clipped noise under a repetitive, doubted transcript
+        // raises four flags at once, listed in `Flag::ALL`'s order.
+        let mut t = transcript("the the the the the the the the the the the the the", 0.5);
+        t.segments[0].avg_logprob = -2.0;
+        let loud: Vec<f32> = noise(8_000, 2.0, 5)
+            .into_iter()
+            .map(|s| s.clamp(-1.0, 1.0))
+            .collect();
+        let s = ScoreStage::default().run(&audio(loud), &t);
+        assert_eq!(
+            s.flags,
+            [
+                Flag::NoSpeech,
+                Flag::Clipped,
+                Flag::PossibleHallucination,
+                Flag::TooShort
+            ]
+        );
+        let mut listed = s.flags.clone();
+        listed.sort_by_key(|f| Flag::ALL.iter().position(|a| a == f));
+        assert_eq!(s.flags, listed);
+    }
+
+    #[test]
     fn hard_clipped_sine_is_clipped() {
         let square: Vec<f32> = sine(220.0, 4.0, 3.0)
             .into_iter()
@@ -768,12 +601,12 @@ mod tests {
             .collect();
         let s = score(square.clone(), "a loud tone");
         assert!(s.clipping_ratio > 0.5, "{}", s.clipping_ratio);
-        assert!(has(&s, flag::CLIPPED), "{:?}", s.flags);
+        assert!(has(&s, Flag::Clipped), "{:?}", s.flags);
         // Clipped, then turned down 3 dB: the flat tops give it away.
         let turned_down: Vec<f32> = square.iter().map(|s| s * 0.7).collect();
         let s = score(turned_down, "a loud tone");
         assert!(s.clipping_ratio > 0.5, "{}", s.clipping_ratio);
-        assert!(has(&s, flag::CLIPPED));
+        assert!(has(&s, Flag::Clipped));
     }
 
     #[test]
@@ -781,7 +614,7 @@ mod tests {
         for samples in [vec![0.0; 48_000], Vec::new(), vec![0.0; 100]] {
             let empty = Transcript::empty("en", 0.0);
             let s = ScoreStage::default().run(&audio(samples.clone()), &empty);
-            assert!(has(&s, flag::NO_SPEECH), "{:?}", s.flags);
+            assert!(has(&s, Flag::NoSpeech), "{:?}", s.flags);
             assert_eq!(s.quality, 0);
             assert_eq!(s.loudness_dbfs, MIN_DB);
             assert_eq!(s.loudness_lufs, MIN_DB);
@@ -796,7 +629,7 @@ mod tests {
             assert!(!json.contains("null"), "{json}");
             // Text over digital silence is still no speech (signal alone decides).
             let s = score(samples, "hello there");
-            assert!(has(&s, flag::NO_SPEECH), "{:?}", s.flags);
+            assert!(has(&s, Flag::NoSpeech), "{:?}", s.flags);
         }
     }
 
@@ -822,7 +655,7 @@ mod tests {
         // Frames straddling a burst's edges count as speech too.
         assert!((s.speech_ratio - 0.5).abs() < 0.05, "{}", s.speech_ratio);
         assert!(
-            !has(&s, flag::NOISY) && !has(&s, flag::NO_SPEECH),
+            !has(&s, Flag::Noisy) && !has(&s, Flag::NoSpeech),
             "{:?}",
             s.flags
         );
@@ -840,14 +673,14 @@ mod tests {
             "beep beep beep beep beep",
         );
         assert!((s.snr_db - 7.8).abs() < 1.0, "{}", s.snr_db);
-        assert!(has(&s, flag::NOISY), "{:?}", s.flags);
+        assert!(has(&s, Flag::Noisy), "{:?}", s.flags);
     }
 
     #[test]
     fn stationary_noise_is_not_speech() {
         let s = score(noise(48_000, 0.1, 3), "hello");
         assert!(s.speech_ratio < 0.01, "{}", s.speech_ratio);
-        assert!(has(&s, flag::NO_SPEECH));
+        assert!(has(&s, Flag::NoSpeech));
     }
 
     #[test]
@@ -883,17 +716,17 @@ mod tests {
         let repeated = "the the the the the the the the the the the the the the the";
         let s = stage.run(&a, &transcript(repeated, 4.0));
         assert!(s.compression_ratio > 2.4);
-        assert!(has(&s, flag::POSSIBLE_HALLUCINATION));
+        assert!(has(&s, Flag::PossibleHallucination));
 
         let mut t = transcript("Thanks for watching!", 4.0);
         t.segments[0].no_speech_prob = 0.9;
         t.segments[0].avg_logprob = -1.2;
         let s = stage.run(&a, &t);
-        assert!(has(&s, flag::POSSIBLE_HALLUCINATION), "{:?}", s.flags);
-        assert!(has(&s, flag::LOW_CONFIDENCE), "{:?}", s.flags);
+        assert!(has(&s, Flag::PossibleHallucination), "{:?}", s.flags);
+        assert!(has(&s, Flag::LowConfidence), "{:?}", s.flags);
         // Either condition alone is not enough (Whisper needs both to call it silence).
         t.segments[0].avg_logprob = -0.5;
-        assert!(!has(&stage.run(&a, &t), flag::POSSIBLE_HALLUCINATION));
+        assert!(!has(&stage.run(&a, &t), Flag::PossibleHallucination));
     }
 
     #[test]
@@ -933,8 +766,8 @@ mod tests {
             [vec![0.0; 2_000], sine(200.0, 0.2, 0.5), vec![0.0; 2_000]].concat(),
             "yes",
         );
-        assert_eq!(short.flags, [flag::TOO_SHORT]);
-        assert_eq!(short.quality, 100 - penalty(flag::TOO_SHORT));
+        assert_eq!(short.flags, [Flag::TooShort]);
+        assert_eq!(short.quality, 100 - penalty(Flag::TooShort));
     }
 
     // ------------------------------------------------------------------ fixtures
@@ -984,29 +817,29 @@ mod tests {
     #[test]
     fn fixture_clipped_is_clipped() {
         let s = score_fixture("edge/clipped.wav", PARKING);
-        assert!(has(&s, flag::CLIPPED), "{:?}", s.flags);
+        assert!(has(&s, Flag::Clipped), "{:?}", s.flags);
         assert!(s.clipping_ratio > 0.01, "{}", s.clipping_ratio);
     }
 
     #[test]
     fn fixture_silence_is_no_speech() {
         let s = score_fixture("edge/silence-3s.wav", PARKING);
-        assert!(has(&s, flag::NO_SPEECH), "{:?}", s.flags);
+        assert!(has(&s, Flag::NoSpeech), "{:?}", s.flags);
         assert_eq!(s.quality, 0);
     }
 
     #[test]
     fn fixture_noisy_is_noisy() {
         let s = score_fixture("edge/noisy.wav", PARKING);
-        assert!(has(&s, flag::NOISY), "{:?}", s.flags);
-        assert!(!has(&s, flag::NO_SPEECH), "{:?}", s.flags);
+        assert!(has(&s, Flag::Noisy), "{:?}", s.flags);
+        assert!(!has(&s, Flag::NoSpeech), "{:?}", s.flags);
     }
 
     #[test]
     fn fixture_quiet_is_too_quiet() {
         let s = score_fixture("edge/quiet.wav", PARKING);
-        assert!(has(&s, flag::TOO_QUIET), "{:?}", s.flags);
-        assert!(!has(&s, flag::NO_SPEECH), "{:?}", s.flags);
+        assert!(has(&s, Flag::TooQuiet), "{:?}", s.flags);
+        assert!(!has(&s, Flag::NoSpeech), "{:?}", s.flags);
     }
 
     #[test]
@@ -1039,7 +872,7 @@ mod tests {
             ("voice/09-parking.flac", PARKING),
         ] {
             let s = score_fixture(rel, text);
-            for bad in [flag::CLIPPED, flag::NOISY, flag::TOO_QUIET, flag::NO_SPEECH] {
+            for bad in [Flag::Clipped, Flag::Noisy, Flag::TooQuiet, Flag::NoSpeech] {
                 assert!(!has(&s, bad), "{rel}: {:?}", s.flags);
             }
         }

@@ -7,32 +7,28 @@
 //! noise (less than 3 dB between the 10th and 95th percentiles). Quiet speech keeps a
 //! large spread between syllables and pauses, so it always reaches the model.
 
+use audio::energy::FrameEnergies;
+
 const FRAME: usize = 320; // 20 ms at 16 kHz
-const SILENCE_DBFS: f32 = -60.0;
-const MIN_SPREAD_DB: f32 = 3.0;
+const SILENCE_DBFS: f64 = -60.0;
+const MIN_SPREAD_DB: f64 = 3.0;
 
 /// True when the model should not be run at all.
 pub(crate) fn nothing_to_transcribe(samples: &[f32]) -> bool {
-    let mut levels: Vec<f32> = samples
-        .chunks(FRAME)
-        .filter(|c| c.len() == FRAME)
-        .map(|c| {
-            let mean_sq = c.iter().map(|s| s * s).sum::<f32>() / FRAME as f32;
-            10.0 * mean_sq.max(1e-12).log10()
-        })
-        .collect();
-    if levels.is_empty() {
-        // Shorter than one frame: nothing a model could recognise.
+    let frames = FrameEnergies::measure(samples, FRAME);
+    // `None`: shorter than one frame, nothing a model could recognise.
+    let Some(loudest) = frames.loudest_db() else {
         return true;
-    }
-    levels.sort_by(f32::total_cmp);
-    let pct = |p: f32| levels[((levels.len() - 1) as f32 * p).round() as usize];
-    let loudest = levels[levels.len() - 1];
+    };
     if loudest < SILENCE_DBFS {
         return true;
     }
     // A spread is only meaningful over a second or more of frames.
-    levels.len() >= 50 && pct(0.95) - pct(0.10) < MIN_SPREAD_DB
+    frames.len() >= 50
+        && frames
+            .percentile_db(0.95)
+            .zip(frames.percentile_db(0.10))
+            .is_some_and(|(high, low)| high - low < MIN_SPREAD_DB)
 }
 
 #[cfg(test)]
