@@ -123,23 +123,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Client addresses feed the failed-authentication limit.
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async {
+            if let Err(e) = shared::shutdown::shutdown_signal().await {
+                // Better to serve on without a graceful stop than to stop at once.
+                tracing::error!(error = %e, "cannot listen for SIGTERM or Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        })
         .await?;
     tracing::info!("voxq-api stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }

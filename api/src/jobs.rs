@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use shared::db::NewJob;
-use shared::domain::{AudioSource, JobOptions, Lane, ModelTier, SummaryMode, Task, RUBRICS};
+use shared::domain::{AudioSource, JobOptions, Lane, ModelTier, Rubric, SummaryMode, Task};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -197,16 +197,12 @@ fn validate_options(raw: RawOptions) -> Result<(Lane, JobOptions), ApiError> {
     };
     let rubric = match raw
         .rubric
-        .map(|r| r.trim().to_string())
+        .as_deref()
+        .map(str::trim)
         .filter(|r| !r.is_empty())
     {
-        Some(r) if !RUBRICS.contains(&r.as_str()) => {
-            return Err(ApiError::BadRequest(format!(
-                "unknown rubric '{r}' (known: {})",
-                RUBRICS.join(", ")
-            )))
-        }
-        other => other,
+        None => None,
+        Some(r) => Some(r.parse::<Rubric>().map_err(ApiError::BadRequest)?),
     };
     let tasks = raw.tasks.unwrap_or_else(|| JobOptions::default().tasks);
     Ok((

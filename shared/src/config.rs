@@ -12,10 +12,12 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::domain::LOCAL_PROVIDER;
-use crate::providers::{BreakerConfig, ProviderConfig};
+pub mod provider;
+
+pub use provider::{BreakerConfig, ProviderConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -137,9 +139,11 @@ pub struct Config {
     /// Window of `fetch_min_bytes_per_s`, seconds; the rate is first checked after the
     /// body has been arriving for this long.
     pub fetch_min_rate_window_s: u64,
-    /// Comma-separated CIDRs that HTTPS fetches may reach even though they are private,
-    /// loopback or link-local (e.g. `10.1.0.0/16`). Empty: only public addresses.
-    pub fetch_allow: String,
+    /// CIDRs that HTTPS fetches may reach even though they are private, loopback or
+    /// link-local (e.g. `10.1.0.0/16`; a bare address is one host). Empty: only public
+    /// addresses. A list, or one comma-separated string (the environment's form).
+    #[serde(deserialize_with = "cidr_list")]
+    pub fetch_allow: Vec<IpNet>,
     /// Also accept `http://` audio URLs (the SSRF rules still apply). Off by default.
     pub fetch_allow_http: bool,
     /// Ports audio URLs may name besides 443 (and 80 when `fetch_allow_http`), e.g.
@@ -207,7 +211,7 @@ impl Default for Config {
             fetch_timeout_s: 60,
             fetch_min_bytes_per_s: 16 * 1024,
             fetch_min_rate_window_s: 5,
-            fetch_allow: String::new(),
+            fetch_allow: Vec::new(),
             fetch_allow_http: false,
             fetch_allow_ports: Vec::new(),
             transcribe_providers: Vec::new(),
@@ -234,6 +238,48 @@ const NOT_SETTINGS: &[&str] = &[
     "test_database",
     "test_s3_port",
 ];
+
+/// CIDRs from a list or from one comma-separated string: an environment variable gives
+/// the string (`VOXQ_FETCH_ALLOW=10.0.0.0/8,fd00::/8`), a TOML file either form.
+fn cidr_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    struct Cidrs;
+
+    impl<'de> serde::de::Visitor<'de> for Cidrs {
+        type Value = Vec<IpNet>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of CIDRs or a comma-separated string of them")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, csv: &str) -> Result<Self::Value, E> {
+            csv.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(cidr)
+                .collect()
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut nets = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                nets.push(cidr(s.trim())?);
+            }
+            Ok(nets)
+        }
+    }
+
+    deserializer.deserialize_any(Cidrs)
+}
+
+/// One CIDR; a bare address is the network of that one host.
+fn cidr<E: serde::de::Error>(s: &str) -> Result<IpNet, E> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| E::custom(format!("'{s}' is not a CIDR (e.g. 10.1.0.0/16)")))
+}
 
 /// The fetch port rule (see [`Config::fetch_port_allowed`]).
 pub fn port_allowed(port: u16, allow_http: bool, allow_ports: &[u16]) -> bool {
@@ -275,7 +321,6 @@ impl Config {
                 self.rate_limit_per_s
             ));
         }
-        self.fetch_allow_nets()?;
         if self.transcribe_order.is_empty() {
             return invalid("transcribe_order is empty".into());
         }
@@ -288,20 +333,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    /// `fetch_allow` parsed.
-    pub fn fetch_allow_nets(&self) -> Result<Vec<IpNet>, ConfigError> {
-        self.fetch_allow
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| ConfigError::Invalid(format!("fetch_allow: '{s}' is not a CIDR")))
-            })
-            .collect()
     }
 
     /// How long a `processing` job may go untouched before its run counts as lost (its
@@ -359,12 +390,37 @@ mod tests {
             jail.create_file("voxq.toml", "s3_bucket = \"from-file\"\nmax_attempts = 7\n")?;
             jail.set_env("VOXQ_CONFIG", "voxq.toml");
             jail.set_env("VOXQ_MAX_ATTEMPTS", "9");
-            jail.set_env("VOXQ_FETCH_ALLOW", "10.0.0.0/8, 127.0.0.1");
+            jail.set_env("VOXQ_FETCH_ALLOW", "10.0.0.0/8, 127.0.0.1,fd00::/8");
             let config = Config::load().expect("loads");
             assert_eq!(config.s3_bucket, "from-file");
             assert_eq!(config.max_attempts, 9);
             assert_eq!(config.queue_prefix, Config::default().queue_prefix);
-            assert_eq!(config.fetch_allow_nets().unwrap().len(), 2);
+            let nets: Vec<IpNet> = ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]
+                .map(|s| s.parse().unwrap())
+                .into();
+            assert_eq!(config.fetch_allow, nets);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn fetch_allow_in_a_file_is_a_list_or_one_string() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("VOXQ_CONFIG", "voxq.toml");
+            jail.create_file("voxq.toml", "fetch_allow = [\"10.1.0.0/16\", \"::1\"]\n")?;
+            let nets: Vec<IpNet> = ["10.1.0.0/16", "::1/128"]
+                .map(|s| s.parse().unwrap())
+                .into();
+            assert_eq!(Config::load().expect("loads").fetch_allow, nets);
+            jail.create_file("voxq.toml", "fetch_allow = \"10.1.0.0/16, ::1\"\n")?;
+            assert_eq!(Config::load().expect("loads").fetch_allow, nets);
+            jail.create_file("voxq.toml", "fetch_allow = [\"10.1.0.0/16\", \"lan\"]\n")?;
+            let err = Config::load().unwrap_err().to_string();
+            assert!(
+                err.contains("fetch_allow") && err.contains("'lan'"),
+                "{err}"
+            );
             Ok(())
         });
     }
@@ -399,9 +455,14 @@ mod tests {
     fn bad_values_are_refused_with_the_field_named() {
         figment::Jail::expect_with(|jail| {
             jail.clear_env();
-            jail.set_env("VOXQ_FETCH_ALLOW", "not-a-net");
+            jail.set_env("VOXQ_FETCH_ALLOW", "10.0.0.0/8,not-a-net");
+            // figment names the variable: `key "FETCH_ALLOW" in `VOXQ_` environment variable(s)`.
             let err = Config::load().unwrap_err().to_string();
-            assert!(err.contains("fetch_allow"), "{err}");
+            assert!(
+                err.to_lowercase().contains("fetch_allow")
+                    && err.contains("'not-a-net' is not a CIDR"),
+                "{err}"
+            );
             jail.set_env("VOXQ_FETCH_ALLOW", "");
             // The build's and the logger's variables are not settings, and not refused.
             jail.set_env("VOXQ_ONEDNN_DIR", "/opt/onednn");

@@ -44,13 +44,6 @@ pub struct ObjectStore {
     bucket: String,
 }
 
-/// Splits `s3://bucket/key`.
-pub fn parse_s3_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("s3://")?;
-    let (bucket, key) = rest.split_once('/')?;
-    (!bucket.is_empty() && !key.is_empty()).then_some((bucket, key))
-}
-
 impl ObjectStore {
     pub async fn connect(config: &Config) -> Self {
         let timeouts = TimeoutConfig::builder()

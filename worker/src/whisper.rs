@@ -15,11 +15,11 @@ mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
-use ct2rs::sys::{ComputeType, Config, Device, Whisper};
+use ct2rs::sys::{Config, Device, Whisper};
 
 pub(crate) use self::decoding::compression_ratio;
 use self::mel::MelFrontEnd;
-pub use self::options::{DecodeOptions, EngineConfig};
+pub use self::options::{ComputeType, DecodeOptions, EngineConfig};
 use self::tokenizer::Tokenizer;
 
 /// Errors of the local engine. Each has a stable code for users.
@@ -37,8 +37,6 @@ pub enum EngineError {
     Inference { detail: String },
     #[error("language '{code}' is not supported by this model")]
     UnsupportedLanguage { code: String },
-    #[error("compute type '{value}' is not supported")]
-    ComputeType { value: String },
 }
 
 impl EngineError {
@@ -48,7 +46,6 @@ impl EngineError {
             Self::Model { .. } => "model-error",
             Self::Inference { .. } => "inference-failed",
             Self::UnsupportedLanguage { .. } => "unsupported-language",
-            Self::ComputeType { .. } => "invalid-config",
         }
     }
 
@@ -73,9 +70,6 @@ impl EngineError {
                 detail: detail.clone(),
             },
             Self::UnsupportedLanguage { code } => Self::UnsupportedLanguage { code: code.clone() },
-            Self::ComputeType { value } => Self::ComputeType {
-                value: value.clone(),
-            },
         }
     }
 
@@ -93,6 +87,19 @@ pub fn log_mel_features(samples: &[f32], n_mels: usize) -> (Vec<f32>, usize) {
     let front = MelFrontEnd::new(n_mels);
     let mel = front.prepare(samples);
     (mel.to_vec(), mel.n_frames)
+}
+
+/// CTranslate2's name for a compute type.
+fn ct2_compute_type(compute_type: ComputeType) -> ct2rs::sys::ComputeType {
+    use ct2rs::sys::ComputeType as Ct2;
+    match compute_type {
+        ComputeType::Int8 => Ct2::INT8,
+        ComputeType::Int8Float32 => Ct2::INT8_FLOAT32,
+        ComputeType::Float32 => Ct2::FLOAT32,
+        ComputeType::Int16 => Ct2::INT16,
+        ComputeType::Default => Ct2::DEFAULT,
+        ComputeType::Auto => Ct2::AUTO,
+    }
 }
 
 /// A loaded Whisper model with everything needed to turn 16 kHz samples into text.
@@ -119,22 +126,9 @@ impl WhisperEngine {
                 });
             }
         }
-        let compute_type = match config.compute_type.as_str() {
-            "int8" => ComputeType::INT8,
-            "int8_float32" => ComputeType::INT8_FLOAT32,
-            "float32" => ComputeType::FLOAT32,
-            "int16" => ComputeType::INT16,
-            "default" => ComputeType::DEFAULT,
-            "auto" => ComputeType::AUTO,
-            other => {
-                return Err(EngineError::ComputeType {
-                    value: other.to_string(),
-                })
-            }
-        };
         let ct2_config = Config {
             device: Device::CPU,
-            compute_type,
+            compute_type: ct2_compute_type(config.compute_type),
             num_threads_per_replica: config.threads,
             // One entry per replica: CTranslate2 places a replica per listed device.
             device_indices: vec![0; config.replicas.max(1)],
@@ -156,10 +150,6 @@ impl WhisperEngine {
             batch_size: config.batch_size.max(1),
             replicas: config.replicas.max(1),
         })
-    }
-
-    pub fn is_multilingual(&self) -> bool {
-        self.multilingual
     }
 
     /// Recordings per model call.

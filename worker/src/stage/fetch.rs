@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use ipnet::IpNet;
-use shared::config::{Config, ConfigError};
+use shared::config::Config;
 use shared::domain::AudioSource;
 use shared::objects::{ObjectError, ObjectStore};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -153,17 +153,17 @@ pub struct FetchStage {
 
 impl FetchStage {
     /// The stage as `config` sets it up (`fetch_*` and `max_fetch_bytes`).
-    pub fn new(objects: ObjectStore, config: &Config) -> Result<Self, ConfigError> {
-        Ok(Self {
+    pub fn new(objects: ObjectStore, config: &Config) -> Self {
+        Self {
             objects,
-            allow: config.fetch_allow_nets()?,
+            allow: config.fetch_allow.clone(),
             allow_http: config.fetch_allow_http,
             allow_ports: config.fetch_allow_ports.clone(),
             max_bytes: config.max_fetch_bytes,
             deadline: Duration::from_secs(config.fetch_timeout_s.max(1)),
             min_bytes_per_s: config.fetch_min_bytes_per_s,
             rate_window: Duration::from_secs(config.fetch_min_rate_window_s.max(1)),
-        })
+        }
     }
 
     pub async fn run(&self, source: &AudioSource) -> Result<Vec<u8>, FetchError> {
@@ -660,13 +660,13 @@ mod tests {
 
     async fn stage(edit: impl FnOnce(&mut Config)) -> FetchStage {
         let mut config = Config {
-            fetch_allow: "127.0.0.1/32".into(),
+            fetch_allow: vec!["127.0.0.1/32".parse().unwrap()],
             fetch_allow_http: true,
             ..Config::default()
         };
         edit(&mut config);
         let objects = ObjectStore::connect(&config).await;
-        FetchStage::new(objects, &config).unwrap()
+        FetchStage::new(objects, &config)
     }
 
     fn url(port: u16, path: &str) -> AudioSource {

@@ -4,23 +4,21 @@
 
 use std::time::Instant;
 
+use providers::{ChatMessage, ChatRequest, ChatTiers, JsonSchema};
 use serde_json::{json, Value};
-use shared::domain::{ModelTier, StageUsage};
-use shared::providers::{ChatMessage, ChatRequest, ChatTiers, JsonSchema};
+use shared::domain::{ModelTier, Rubric, StageUsage};
 
-/// Version of the prompts and schemas below.
-pub const RUBRIC_VERSION: &str = "rubric-v1";
-
-/// The instructions and schema of a rubric, if it exists.
-pub fn rubric(name: &str) -> Option<(&'static str, JsonSchema)> {
+/// The instructions and schema of a rubric. The match is exhaustive, so a rubric added to
+/// [`Rubric`] does not compile until it has its prompt here.
+pub fn prompt(rubric: Rubric) -> (&'static str, JsonSchema) {
     let score = json!({"type": "integer", "minimum": 0, "maximum": 10});
-    match name {
-        "language_learner" => Some((
+    match rubric {
+        Rubric::LanguageLearner => (
             "You assess a language learner's spoken message from its transcript. Score \
              fluency, grammar and vocabulary from 0 to 10 and list at most five short \
              corrections (\"said X, say Y\"). Judge only what the transcript shows.",
             JsonSchema {
-                name: "language_learner".into(),
+                name: rubric.as_str().into(),
                 schema: json!({
                     "type": "object",
                     "properties": {
@@ -35,12 +33,12 @@ pub fn rubric(name: &str) -> Option<(&'static str, JsonSchema)> {
                 }),
                 strict: true,
             },
-        )),
-        "support" => Some((
+        ),
+        Rubric::Support => (
             "You triage a customer's voice message to a support team from its transcript: \
              how urgent it is, the caller's sentiment, and the topic in a few words.",
             JsonSchema {
-                name: "support".into(),
+                name: rubric.as_str().into(),
                 schema: json!({
                     "type": "object",
                     "properties": {
@@ -53,8 +51,7 @@ pub fn rubric(name: &str) -> Option<(&'static str, JsonSchema)> {
                 }),
                 strict: true,
             },
-        )),
-        _ => None,
+        ),
     }
 }
 
@@ -69,8 +66,9 @@ impl RubricStage {
 
     /// The rubric's JSON answer and the usage; on failure a JSON
     /// `{"error": {"code", "message"}}` in its place (the transcript still stands).
-    pub async fn run(&self, name: &str, text: &str, tier: ModelTier) -> (Value, StageUsage) {
+    pub async fn run(&self, rubric: Rubric, text: &str, tier: ModelTier) -> (Value, StageUsage) {
         let started = Instant::now();
+        let name = rubric.as_str();
         let failed = |code: &str, message: String| {
             (
                 json!({"name": name, "error": {"code": code, "message": message}}),
@@ -82,15 +80,13 @@ impl RubricStage {
                 },
             )
         };
-        let Some((instructions, schema)) = rubric(name) else {
-            return failed("unknown-rubric", format!("unknown rubric '{name}'"));
-        };
         let Some(chain) = self.chat.chain(tier) else {
             return failed(
                 "no-chat-model",
                 "rubric scoring needs a chat model (configure chat_cheap)".into(),
             );
         };
+        let (instructions, schema) = prompt(rubric);
         let request = ChatRequest {
             messages: vec![ChatMessage::system(instructions), ChatMessage::user(text)],
             schema: Some(schema),
@@ -126,8 +122,9 @@ mod tests {
 
     #[test]
     fn rubrics_have_strict_schemas() {
-        for name in shared::domain::RUBRICS {
-            let (_, schema) = rubric(name).expect(name);
+        for name in Rubric::ALL {
+            let (_, schema) = prompt(name);
+            assert_eq!(schema.name, name.as_str());
             assert!(schema.strict);
             let props = schema.schema["properties"].as_object().unwrap();
             let required = schema.schema["required"].as_array().unwrap();
@@ -138,15 +135,15 @@ mod tests {
             );
             assert_eq!(schema.schema["additionalProperties"], false);
         }
-        assert!(rubric("nope").is_none());
     }
 
     #[tokio::test]
     async fn without_a_chat_model_the_rubric_says_so() {
         let stage = RubricStage::new(ChatTiers::default());
         let (v, usage) = stage
-            .run("support", "My order never arrived.", ModelTier::Cheap)
+            .run(Rubric::Support, "My order never arrived.", ModelTier::Cheap)
             .await;
+        assert_eq!(v["name"], "support");
         assert_eq!(v["error"]["code"], "no-chat-model");
         assert_eq!(usage.cost_usd, 0.0);
     }

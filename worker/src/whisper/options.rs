@@ -4,12 +4,32 @@
 
 use serde::{Deserialize, Serialize};
 
+/// CTranslate2's compute types for the CPU, spelled as CTranslate2 and faster-whisper
+/// spell them (`int8_float32`), on the command line and in serialized options alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum ComputeType {
+    /// Weights in 8-bit integers: the fastest on CPU, and faster-whisper's choice there.
+    #[default]
+    Int8,
+    /// 8-bit integer weights, other layers in 32-bit floats.
+    Int8Float32,
+    /// Full precision: the slowest.
+    Float32,
+    /// Weights in 16-bit integers.
+    Int16,
+    /// The type the model was converted with.
+    Default,
+    /// The fastest type the machine supports.
+    Auto,
+}
+
 /// How the model is loaded and run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EngineConfig {
-    /// CTranslate2 compute type: int8 (default on CPU), int8_float32, float32, int16, default, auto.
-    pub compute_type: String,
+    pub compute_type: ComputeType,
     /// Intra-op threads per model replica (0 lets CTranslate2 choose).
     pub threads: usize,
     /// Model replicas able to run at once; CTranslate2 copies the weights into each (one
@@ -22,7 +42,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            compute_type: "int8".into(),
+            compute_type: ComputeType::default(),
             threads: 0,
             replicas: 1,
             batch_size: 1,
@@ -76,5 +96,38 @@ impl Default for DecodeOptions {
             max_initial_timestamp: 1.0,
             skip_silence: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::*;
+
+    #[test]
+    fn compute_types_are_spelled_alike_by_clap_and_serde() {
+        let spellings = [
+            (ComputeType::Int8, "int8"),
+            (ComputeType::Int8Float32, "int8_float32"),
+            (ComputeType::Float32, "float32"),
+            (ComputeType::Int16, "int16"),
+            (ComputeType::Default, "default"),
+            (ComputeType::Auto, "auto"),
+        ];
+        assert_eq!(spellings.len(), ComputeType::value_variants().len());
+        for (value, name) in spellings {
+            assert_eq!(
+                ComputeType::from_str(name, false),
+                Ok(value),
+                "clap: {name}"
+            );
+            assert_eq!(serde_json::to_value(value).unwrap(), name, "serde: {name}");
+            let parsed: ComputeType = serde_json::from_value(name.into()).unwrap();
+            assert_eq!(parsed, value, "serde: {name}");
+        }
+        assert!(ComputeType::from_str("int4", false).is_err());
+        assert!(serde_json::from_value::<ComputeType>("int4".into()).is_err());
+        assert_eq!(EngineConfig::default().compute_type, ComputeType::Int8);
     }
 }
