@@ -1,15 +1,18 @@
 //! PostgreSQL: tenants, API keys, jobs and their result versions.
 //!
 //! Every query the binaries run lives here, so the schema (`migrations/`) and its users
-//! change together. The queries are checked by the integration tests against a real
-//! database (`tests/`), not at compile time, so building needs no database.
+//! change together. Rows are read into `sqlx::FromRow` structs (or `query_scalar`), never
+//! with `Row::get`, so a renamed or retyped column is an error, not a panic.
+//! `shared/tests/db.rs` runs every function here against a real database with the
+//! migrations applied, so the queries are checked by tests rather than at compile time
+//! and building needs no database.
 
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
@@ -63,7 +66,7 @@ pub struct NewApiKey {
 }
 
 /// An authenticated caller.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKeyRecord {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -123,26 +126,18 @@ pub async fn find_api_key_by_hash(
     pool: &PgPool,
     hash: &[u8],
 ) -> Result<Option<ApiKeyRecord>, DbError> {
-    let row = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT id, tenant_id, scopes FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
     )
     .bind(hash)
     .fetch_optional(pool)
-    .await?;
-    row.map(|r| {
-        Ok(ApiKeyRecord {
-            id: r.try_get("id")?,
-            tenant_id: r.try_get("tenant_id")?,
-            scopes: r.try_get("scopes")?,
-        })
-    })
-    .transpose()
+    .await?)
 }
 
 // ---------------------------------------------------------------- source grants
 
 /// An S3 prefix a tenant may submit audio from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SourceGrant {
     pub tenant: String,
     pub bucket: String,
@@ -213,25 +208,15 @@ pub async fn list_sources(
     pool: &PgPool,
     tenant: Option<&str>,
 ) -> Result<Vec<SourceGrant>, DbError> {
-    let rows = sqlx::query(
-        "SELECT t.name, g.bucket, g.prefix, g.created_at
+    Ok(sqlx::query_as(
+        "SELECT t.name AS tenant, g.bucket, g.prefix, g.created_at
          FROM source_grants g JOIN tenants t ON t.id = g.tenant_id
          WHERE $1::text IS NULL OR t.name = $1
          ORDER BY t.name, g.bucket, g.prefix",
     )
     .bind(tenant)
     .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(SourceGrant {
-                tenant: r.try_get("name")?,
-                bucket: r.try_get("bucket")?,
-                prefix: r.try_get("prefix")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .collect()
+    .await?)
 }
 
 async fn tenant_id(pool: &PgPool, name: &str) -> Result<Option<Uuid>, DbError> {
@@ -355,7 +340,7 @@ pub async fn jobs_to_enqueue(
     stale: Duration,
     limit: i64,
 ) -> Result<Vec<QueuedJob>, DbError> {
-    let rows = sqlx::query(
+    let rows: Vec<QueuedRow> = sqlx::query_as(
         "(SELECT id, lane, attempts FROM jobs
           WHERE status = 'queued' AND enqueued_at IS NULL
           ORDER BY enqueued_at NULLS FIRST LIMIT $2)
@@ -368,17 +353,34 @@ pub async fn jobs_to_enqueue(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    rows.into_iter().map(|r| queued_job(&r, false)).collect()
+    rows.into_iter().map(|r| r.into_job(false)).collect()
 }
 
-fn queued_job(r: &sqlx::postgres::PgRow, abandoned: bool) -> Result<QueuedJob, DbError> {
-    let lane: String = r.try_get("lane")?;
-    Ok(QueuedJob {
-        id: r.try_get("id")?,
-        lane: lane.parse().map_err(DbError::Corrupt)?,
-        attempts: r.try_get("attempts")?,
-        abandoned,
-    })
+/// A queued job as stored; `lane` is checked when it becomes a [`QueuedJob`].
+#[derive(sqlx::FromRow)]
+struct QueuedRow {
+    id: Uuid,
+    lane: String,
+    attempts: i32,
+}
+
+impl QueuedRow {
+    fn into_job(self, abandoned: bool) -> Result<QueuedJob, DbError> {
+        Ok(QueuedJob {
+            id: self.id,
+            lane: self.lane.parse().map_err(DbError::Corrupt)?,
+            attempts: self.attempts,
+            abandoned,
+        })
+    }
+}
+
+/// A row of [`recover_lost_runs`]: the job and the status it was given.
+#[derive(sqlx::FromRow)]
+struct RecoveredRow {
+    #[sqlx(flatten)]
+    job: QueuedRow,
+    status: String,
 }
 
 /// What became of the `processing` jobs whose run was lost (not touched for `lost`).
@@ -401,7 +403,7 @@ pub async fn recover_lost_runs(
     max_attempts: i32,
     limit: i64,
 ) -> Result<LostRuns, DbError> {
-    let rows = sqlx::query(
+    let rows: Vec<RecoveredRow> = sqlx::query_as(
         "WITH lost AS (
              SELECT id FROM jobs
              WHERE status = 'processing' AND updated_at < now() - make_interval(secs => $1)
@@ -427,11 +429,10 @@ pub async fn recover_lost_runs(
     .await?;
     let mut out = LostRuns::default();
     for r in rows {
-        let status: String = r.try_get("status")?;
-        if status == "failed" {
-            out.failed.push(r.try_get("id")?);
+        if r.status == "failed" {
+            out.failed.push(r.job.id);
         } else {
-            out.requeued.push(queued_job(&r, true)?);
+            out.requeued.push(r.job.into_job(true)?);
         }
     }
     Ok(out)
@@ -484,9 +485,24 @@ pub struct JobErrorView {
     pub message: String,
 }
 
+/// A row of [`get_job`]: `result` is the latest result version as one JSON object.
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: Uuid,
+    status: String,
+    lane: String,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    attempts: i32,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    result: Option<serde_json::Value>,
+}
+
 /// The job with its latest result, if it belongs to `tenant_id`.
 pub async fn get_job(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Option<JobView>, DbError> {
-    let row = sqlx::query(
+    let row: Option<JobRow> = sqlx::query_as(
         "SELECT j.id, j.status, j.lane, j.created_at, j.started_at, j.finished_at, j.attempts,
                 j.error_code, j.error_message,
                 (SELECT jsonb_build_object('transcript', r.transcript, 'scores', r.scores,
@@ -500,29 +516,23 @@ pub async fn get_job(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Option<
     .fetch_optional(pool)
     .await?;
     let Some(r) = row else { return Ok(None) };
-    let status: String = r.get("status");
-    let lane: String = r.get("lane");
-    let status: JobStatus = status.parse().map_err(DbError::Corrupt)?;
-    let stored: Option<serde_json::Value> = r.get("result");
-    let result = stored.map(stored_result).transpose()?;
-    let code: Option<String> = r.get("error_code");
-    let error = match (status, code) {
+    let status: JobStatus = r.status.parse().map_err(DbError::Corrupt)?;
+    let result = r.result.map(stored_result).transpose()?;
+    let error = match (status, r.error_code) {
         (JobStatus::Failed, Some(code)) => Some(JobErrorView {
             code,
-            message: r
-                .get::<Option<String>, _>("error_message")
-                .unwrap_or_default(),
+            message: r.error_message.unwrap_or_default(),
         }),
         _ => None,
     };
     Ok(Some(JobView {
-        id: r.get("id"),
+        id: r.id,
         status,
-        lane: lane.parse().map_err(DbError::Corrupt)?,
-        created_at: r.get("created_at"),
-        started_at: r.get("started_at"),
-        finished_at: r.get("finished_at"),
-        attempts: r.get("attempts"),
+        lane: r.lane.parse().map_err(DbError::Corrupt)?,
+        created_at: r.created_at,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        attempts: r.attempts,
         result,
         error,
     }))
@@ -579,6 +589,24 @@ pub enum Claim {
     Skip,
 }
 
+/// A job [`claim_job`] may take, as found under its row lock.
+#[derive(sqlx::FromRow)]
+struct Claimable {
+    status: String,
+    attempts: i32,
+}
+
+/// A job as [`claim_job`] left it.
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    source: String,
+    options: serde_json::Value,
+    attempts: i32,
+    requested_version: i32,
+}
+
 /// Claims a job for one run: a `queued` job, or a `processing` job whose run has not
 /// touched it for `lost` (its worker died), counting the attempt and drawing a new run
 /// token. A job whose attempts are used up is failed instead of run again, so a job
@@ -591,7 +619,7 @@ pub async fn claim_job(
     lost: Duration,
 ) -> Result<Claim, DbError> {
     let mut tx = pool.begin().await?;
-    let row = sqlx::query(
+    let row: Option<Claimable> = sqlx::query_as(
         "SELECT status, attempts FROM jobs
          WHERE id = $1 AND (status = 'queued'
             OR (status = 'processing' AND updated_at < now() - make_interval(secs => $2)))
@@ -601,11 +629,9 @@ pub async fn claim_job(
     .bind(lost.as_secs_f64())
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(row) = row else {
+    let Some(Claimable { status, attempts }) = row else {
         return Ok(Claim::Skip);
     };
-    let status: String = row.try_get("status")?;
-    let attempts: i32 = row.try_get("attempts")?;
     if attempts >= max_attempts {
         let (code, message) = if status == "processing" {
             (WORKER_CRASHED, worker_crashed_message(attempts))
@@ -629,7 +655,7 @@ pub async fn claim_job(
         return Ok(Claim::Exhausted { code });
     }
     let run = Uuid::new_v4();
-    let r = sqlx::query(
+    let r: ClaimedRow = sqlx::query_as(
         "UPDATE jobs SET status = 'processing', attempts = attempts + 1, run_token = $3,
                 started_at = COALESCE(started_at, now()), updated_at = now(), worker = $2
          WHERE id = $1
@@ -641,15 +667,14 @@ pub async fn claim_job(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    let options: serde_json::Value = r.try_get("options")?;
     Ok(Claim::Run(ClaimedJob {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        source: r.try_get("source")?,
-        options: serde_json::from_value(options)
+        id: r.id,
+        tenant_id: r.tenant_id,
+        source: r.source,
+        options: serde_json::from_value(r.options)
             .map_err(|e| DbError::Corrupt(format!("job options: {e}")))?,
-        attempts: r.try_get("attempts")?,
-        version: r.try_get("requested_version")?,
+        attempts: r.attempts,
+        version: r.requested_version,
         run,
     }))
 }
@@ -765,16 +790,6 @@ fn fenced(rows: u64) -> Fenced {
     } else {
         Fenced::Superseded
     }
-}
-
-/// Number of result versions stored for a job (used by tests and operators).
-pub async fn result_versions(pool: &PgPool, id: Uuid) -> Result<i64, DbError> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM job_results WHERE job_id = $1")
-            .bind(id)
-            .fetch_one(pool)
-            .await?,
-    )
 }
 
 /// Cheap liveness query for readiness checks.

@@ -1,0 +1,906 @@
+//! Every public function of `shared::db`, and so every SQL statement the binaries run,
+//! against a real PostgreSQL with the migrations applied. The queries are plain strings
+//! (no compile-time checking), so these tests are what catches a query that no longer
+//! matches the schema, or a row read into the wrong type.
+//!
+//! Run with the services of `scripts/services.sh` (`eval "$(scripts/services.sh up)"`):
+//! each test creates its own database next to `VOXQ_DATABASE_URL`, so the fleet-wide
+//! queries (`jobs_to_enqueue`, `recover_lost_runs`, `list_sources`) see only its rows.
+//! A passing test drops its database; a failing one keeps it for inspection.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+use voxq_shared::config::Config;
+use voxq_shared::db::{
+    self, Claim, ClaimedJob, Fenced, GrantError, NewJob, QueuedJob, SourceGrant, RETRIES_EXHAUSTED,
+    WORKER_CRASHED,
+};
+use voxq_shared::domain::{
+    Flag, JobOptions, JobResult, JobStatus, Lane, ModelTier, S3Prefix, Scores, Segment, Stage,
+    StageUsage, Summary, SummaryKind, SummaryMode, Task, Transcript, Usage,
+};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// A database of its own for one test, with the migrations applied by `db::migrate`.
+struct TestDb {
+    pool: PgPool,
+    name: String,
+    /// The database of `scripts/services.sh`, from which this one is created and dropped.
+    admin_url: String,
+}
+
+impl TestDb {
+    async fn new() -> Self {
+        let admin_url = std::env::var("VOXQ_DATABASE_URL").unwrap_or_else(|_| {
+            panic!("VOXQ_DATABASE_URL is not set: run `eval \"$(scripts/services.sh up)\"` first")
+        });
+        let name = format!("voxq_dbtest_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to VOXQ_DATABASE_URL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        admin.close().await.expect("close");
+        let mut url = url::Url::parse(&admin_url).expect("VOXQ_DATABASE_URL is a URL");
+        url.set_path(&name);
+        let config = Config {
+            database_url: url.to_string(),
+            database_max_connections: 4,
+            ..Config::default()
+        };
+        let pool = db::connect(&config).await.expect("db::connect");
+        db::migrate(&pool).await.expect("db::migrate");
+        Self {
+            pool,
+            name,
+            admin_url,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("keeping database {} of the failed test", self.name);
+            return;
+        }
+        // Drop cannot await: drop the database from a runtime of its own.
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(async {
+                    let mut admin = PgConnection::connect(&url).await?;
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await
+                })
+        })
+        .join()
+        .expect("drop thread");
+        if let Err(e) = dropped {
+            eprintln!("could not drop database {}: {e}", self.name);
+        }
+    }
+}
+
+/// A tenant made the way `voxq-api keys create` makes one; its id.
+async fn tenant(pool: &PgPool, name: &str) -> Uuid {
+    db::create_api_key(pool, name, &["jobs:read".into()])
+        .await
+        .expect("create_api_key")
+        .tenant_id
+}
+
+fn new_job(tenant_id: Uuid, lane: Lane) -> NewJob {
+    NewJob {
+        id: Uuid::new_v4(),
+        tenant_id,
+        lane,
+        source: format!("s3://calls/{}.ogg", Uuid::new_v4().simple()),
+        options: JobOptions::default(),
+    }
+}
+
+/// Inserts a queued job; its id.
+async fn queued(pool: &PgPool, tenant_id: Uuid, lane: Lane) -> Uuid {
+    let job = new_job(tenant_id, lane);
+    db::insert_job(pool, &job).await.expect("insert_job");
+    job.id
+}
+
+/// Claims a job that must be claimable.
+async fn claim(pool: &PgPool, id: Uuid, max_attempts: i32) -> ClaimedJob {
+    match db::claim_job(pool, id, "worker-1", max_attempts, MINUTE)
+        .await
+        .expect("claim_job")
+    {
+        Claim::Run(job) => job,
+        other => panic!("expected a run of {id}, got {other:?}"),
+    }
+}
+
+/// Moves a job's timestamp `column` two minutes into the past: a run that stopped
+/// touching its job, or a push that Redis may have lost.
+async fn rewind(pool: &PgPool, id: Uuid, column: &str) {
+    rewind_by(pool, id, column, 120).await;
+}
+
+async fn rewind_by(pool: &PgPool, id: Uuid, column: &str, secs: i32) {
+    sqlx::query(&format!(
+        "UPDATE jobs SET {column} = now() - make_interval(secs => $2) WHERE id = $1"
+    ))
+    .bind(id)
+    .bind(f64::from(secs))
+    .execute(pool)
+    .await
+    .expect("rewind");
+}
+
+async fn status(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> JobStatus {
+    db::get_job(pool, tenant_id, id)
+        .await
+        .expect("get_job")
+        .expect("the job exists")
+        .status
+}
+
+/// Stored result versions of a job.
+async fn result_versions(pool: &PgPool, id: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM job_results WHERE job_id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .expect("count results")
+}
+
+fn full_result() -> JobResult {
+    let usage = Usage::from([
+        (
+            Stage::Transcribe,
+            StageUsage {
+                wall_ms: 900.5,
+                cpu_ms: 812.5,
+                ..StageUsage::local("whisper-tiny.en")
+            },
+        ),
+        (
+            Stage::Summarize,
+            StageUsage {
+                provider: "openai".into(),
+                model: "gpt-4o-mini".into(),
+                tokens_in: 120,
+                tokens_out: 30,
+                cpu_ms: 2.25,
+                cost_usd: 0.0005,
+                cached: true,
+                ..StageUsage::default()
+            },
+        ),
+    ]);
+    JobResult {
+        transcript: Transcript {
+            text: "Hello there. See you soon.".into(),
+            language: "en".into(),
+            duration_s: 3.5,
+            segments: vec![Segment {
+                start: 0.0,
+                end: 3.5,
+                text: "Hello there. See you soon.".into(),
+                avg_logprob: -0.25,
+                no_speech_prob: 0.125,
+            }],
+        },
+        scores: Some(Scores {
+            quality: 87,
+            flags: vec![Flag::Noisy],
+            duration_s: 3.5,
+            loudness_dbfs: -21.5,
+            loudness_lufs: -19.75,
+            peak_dbfs: -1.5,
+            clipping_ratio: 0.0,
+            speech_ratio: 0.75,
+            snr_db: 18.5,
+            words_per_minute: 102.5,
+            asr_confidence: 0.875,
+            no_speech_prob: 0.125,
+            compression_ratio: 1.25,
+        }),
+        summary: Some(Summary {
+            kind: SummaryKind::Abstractive,
+            text: "A greeting.".into(),
+        }),
+        rubric: Some(serde_json::json!({"politeness": 5})),
+        usage,
+    }
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_ping_answers() {
+    let t = TestDb::new().await;
+    db::migrate(&t.pool)
+        .await
+        .expect("a second migrate is a no-op");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, db::MIGRATOR.iter().count() as i64);
+    db::ping(&t.pool).await.expect("ping");
+    t.pool.close().await;
+    assert!(
+        db::ping(&t.pool).await.is_err(),
+        "ping fails on a closed pool"
+    );
+}
+
+#[tokio::test]
+async fn api_keys_are_found_by_hash_until_revoked() {
+    let t = TestDb::new().await;
+    // SHA-256 of "abc" (FIPS 180-2, appendix B.1).
+    assert_eq!(
+        hex::encode(db::hash_key("abc")),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+
+    let scopes = vec!["jobs:write".to_string(), "jobs:read".to_string()];
+    let key = db::create_api_key(&t.pool, "acme", &scopes).await.unwrap();
+    assert!(key.secret.starts_with("vxq_"), "{}", key.secret);
+    assert_eq!(key.secret.len(), 4 + 64, "256 random bits in hex");
+    let found = db::find_api_key_by_hash(&t.pool, &db::hash_key(&key.secret))
+        .await
+        .unwrap()
+        .expect("the new key is found");
+    assert_eq!(
+        (found.id, found.tenant_id, &found.scopes),
+        (key.id, key.tenant_id, &scopes)
+    );
+    assert!(found.has_scope("jobs:write") && found.has_scope("jobs:read"));
+    assert!(!found.has_scope("jobs:admin"));
+
+    let (prefix, stored_hash): (String, Vec<u8>) =
+        sqlx::query_as("SELECT prefix, key_hash FROM api_keys WHERE id = $1")
+            .bind(key.id)
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+    assert_eq!(prefix, key.secret[..12]);
+    assert_eq!(
+        stored_hash,
+        db::hash_key(&key.secret),
+        "only the hash is stored"
+    );
+
+    let second = db::create_api_key(&t.pool, "acme", &["jobs:read".into()])
+        .await
+        .unwrap();
+    assert_eq!(second.tenant_id, key.tenant_id, "same tenant, reused");
+    assert_ne!(second.id, key.id);
+    assert_ne!(second.secret, key.secret);
+    let found = db::find_api_key_by_hash(&t.pool, &db::hash_key(&second.secret))
+        .await
+        .unwrap()
+        .expect("the second key is found");
+    assert_eq!(found.id, second.id);
+    assert!(found.has_scope("jobs:read") && !found.has_scope("jobs:write"));
+
+    let other = db::create_api_key(&t.pool, "globex", &[]).await.unwrap();
+    assert_ne!(other.tenant_id, key.tenant_id);
+    let found = db::find_api_key_by_hash(&t.pool, &db::hash_key(&other.secret))
+        .await
+        .unwrap()
+        .expect("a key without scopes is found");
+    assert!(found.scopes.is_empty());
+
+    assert!(
+        db::find_api_key_by_hash(&t.pool, &db::hash_key("vxq_unknown"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1")
+        .bind(key.id)
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    assert!(
+        db::find_api_key_by_hash(&t.pool, &db::hash_key(&key.secret))
+            .await
+            .unwrap()
+            .is_none(),
+        "a revoked key is not found"
+    );
+}
+
+#[tokio::test]
+async fn source_grants_decide_what_a_tenant_may_read() {
+    let t = TestDb::new().await;
+    let acme = tenant(&t.pool, "acme").await;
+    let globex = tenant(&t.pool, "globex").await;
+    let team: S3Prefix = "s3://calls/team-a".parse().unwrap();
+    let whole: S3Prefix = "s3://archive/".parse().unwrap();
+
+    match db::grant_source(&t.pool, "ghost", &team).await {
+        Err(GrantError::UnknownTenant(name)) => assert_eq!(name, "ghost"),
+        other => panic!("granting to an unknown tenant: {other:?}"),
+    }
+    let before = Utc::now();
+    db::grant_source(&t.pool, "acme", &team).await.unwrap();
+    db::grant_source(&t.pool, "acme", &team)
+        .await
+        .expect("granting twice is a no-op");
+    db::grant_source(&t.pool, "globex", &whole).await.unwrap();
+
+    let all = db::list_sources(&t.pool, None).await.unwrap();
+    let rows: Vec<(&str, &str, &str)> = all
+        .iter()
+        .map(|g| (g.tenant.as_str(), g.bucket.as_str(), g.prefix.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [("acme", "calls", "team-a/"), ("globex", "archive", "")]
+    );
+    for g in &all {
+        let age = g.created_at - before;
+        assert!(
+            age > -chrono::Duration::seconds(5) && age < chrono::Duration::seconds(60),
+            "created_at {} is now",
+            g.created_at
+        );
+    }
+    let acme_only: Vec<SourceGrant> = db::list_sources(&t.pool, Some("acme")).await.unwrap();
+    assert_eq!(acme_only, all[..1]);
+    assert!(db::list_sources(&t.pool, Some("nobody"))
+        .await
+        .unwrap()
+        .is_empty());
+
+    let may = |tenant_id: Uuid, bucket: &'static str, key: String| {
+        let pool = t.pool.clone();
+        async move {
+            db::may_read_source(&pool, tenant_id, "uploads", bucket, &key)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(may(acme, "calls", "team-a/x.ogg".into()).await);
+    assert!(may(acme, "calls", "team-a/deep/x.ogg".into()).await);
+    assert!(
+        !may(acme, "calls", "team-a-private/x.ogg".into()).await,
+        "a prefix covers its own folder only"
+    );
+    assert!(!may(acme, "calls", "team-b/x.ogg".into()).await);
+    assert!(
+        !may(acme, "archive", "x.ogg".into()).await,
+        "globex's grant"
+    );
+    assert!(
+        !may(globex, "calls", "team-a/x.ogg".into()).await,
+        "acme's grant"
+    );
+    assert!(
+        may(globex, "archive", "any/key.ogg".into()).await,
+        "the whole bucket"
+    );
+    assert!(
+        !may(acme, "calls", "team-a/../team-b/x.ogg".into()).await,
+        "a key that is not canonical is never readable"
+    );
+    assert!(!may(globex, "archive", "a//b.ogg".into()).await);
+    assert!(may(acme, "uploads", format!("uploads/{acme}/x.ogg")).await);
+    assert!(
+        !may(acme, "uploads", format!("uploads/{globex}/x.ogg")).await,
+        "another tenant's upload"
+    );
+    assert!(!may(acme, "calls", format!("uploads/{acme}/x.ogg")).await);
+
+    assert!(db::revoke_source(&t.pool, "acme", &team).await.unwrap());
+    assert!(
+        !db::revoke_source(&t.pool, "acme", &team).await.unwrap(),
+        "nothing left to revoke"
+    );
+    assert!(
+        !db::revoke_source(&t.pool, "globex", &team).await.unwrap(),
+        "globex never had it"
+    );
+    match db::revoke_source(&t.pool, "ghost", &team).await {
+        Err(GrantError::UnknownTenant(name)) => assert_eq!(name, "ghost"),
+        other => panic!("revoking from an unknown tenant: {other:?}"),
+    }
+    assert!(!may(acme, "calls", "team-a/x.ogg".into()).await);
+    let left = db::list_sources(&t.pool, None).await.unwrap();
+    assert_eq!(left, all[1..]);
+}
+
+#[tokio::test]
+async fn a_lease_has_one_holder_until_it_expires() {
+    let t = TestDb::new().await;
+    let lease = |name: &'static str, holder: &'static str| {
+        let pool = t.pool.clone();
+        async move { db::try_lease(&pool, name, holder, MINUTE).await.unwrap() }
+    };
+    assert!(lease("sweeper", "a").await, "a free lease is taken");
+    assert!(!lease("sweeper", "b").await, "a held lease is refused");
+    assert!(lease("sweeper", "a").await, "its holder renews it");
+    assert!(lease("other", "b").await, "leases are independent");
+
+    let expires: chrono::DateTime<Utc> =
+        sqlx::query_scalar("SELECT expires_at FROM leases WHERE name = 'sweeper'")
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+    let ttl = expires - Utc::now();
+    assert!(
+        ttl > chrono::Duration::seconds(50) && ttl <= chrono::Duration::seconds(61),
+        "expires in the ttl: {ttl}"
+    );
+
+    sqlx::query(
+        "UPDATE leases SET expires_at = now() - interval '1 second' WHERE name = 'sweeper'",
+    )
+    .execute(&t.pool)
+    .await
+    .unwrap();
+    assert!(lease("sweeper", "b").await, "an expired lease passes on");
+    assert!(!lease("sweeper", "a").await, "and its old holder lost it");
+}
+
+#[tokio::test]
+async fn a_job_is_queued_pushed_claimed_and_completed() {
+    let t = TestDb::new().await;
+    let acme = tenant(&t.pool, "acme").await;
+    let globex = tenant(&t.pool, "globex").await;
+    let job = NewJob {
+        options: JobOptions {
+            language: Some("de".into()),
+            tasks: vec![Task::Transcribe, Task::Summarize],
+            summary: SummaryMode::Abstractive,
+            summary_model: ModelTier::Strong,
+            ..JobOptions::default()
+        },
+        ..new_job(acme, Lane::Bulk)
+    };
+    let created = db::insert_job(&t.pool, &job).await.unwrap();
+    assert!((Utc::now() - created).num_seconds().abs() < 60, "{created}");
+
+    let view = db::get_job(&t.pool, acme, job.id).await.unwrap().unwrap();
+    assert_eq!(view.id, job.id);
+    assert_eq!(view.status, JobStatus::Queued);
+    assert_eq!(view.lane, Lane::Bulk);
+    assert_eq!(view.created_at, created);
+    assert_eq!((view.started_at, view.finished_at), (None, None));
+    assert_eq!(view.attempts, 0);
+    assert!(view.result.is_none() && view.error.is_none());
+    assert!(
+        db::get_job(&t.pool, globex, job.id)
+            .await
+            .unwrap()
+            .is_none(),
+        "another tenant's job is not found"
+    );
+    assert!(db::get_job(&t.pool, acme, Uuid::new_v4())
+        .await
+        .unwrap()
+        .is_none());
+
+    let waiting = QueuedJob {
+        id: job.id,
+        lane: Lane::Bulk,
+        attempts: 0,
+        abandoned: false,
+    };
+    assert_eq!(
+        db::jobs_to_enqueue(&t.pool, MINUTE, 10).await.unwrap(),
+        [waiting],
+        "never pushed"
+    );
+    db::mark_enqueued(&t.pool, &[job.id]).await.unwrap();
+    assert!(
+        db::jobs_to_enqueue(&t.pool, MINUTE, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "pushed a moment ago"
+    );
+    rewind(&t.pool, job.id, "enqueued_at").await;
+    assert_eq!(
+        db::jobs_to_enqueue(&t.pool, MINUTE, 10).await.unwrap(),
+        [waiting],
+        "pushed longer ago than `stale`: Redis may have lost it"
+    );
+
+    let run = claim(&t.pool, job.id, 3).await;
+    assert_eq!(
+        (run.id, run.tenant_id, &run.source, &run.options),
+        (job.id, acme, &job.source, &job.options)
+    );
+    assert_eq!((run.attempts, run.version), (1, 1));
+    let view = db::get_job(&t.pool, acme, job.id).await.unwrap().unwrap();
+    assert_eq!((view.status, view.attempts), (JobStatus::Processing, 1));
+    assert!(view.started_at.is_some() && view.finished_at.is_none());
+    let worker: Option<String> = sqlx::query_scalar("SELECT worker FROM jobs WHERE id = $1")
+        .bind(job.id)
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(worker.as_deref(), Some("worker-1"));
+    assert!(
+        db::jobs_to_enqueue(&t.pool, Duration::ZERO, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a running job is not pushed"
+    );
+    assert!(
+        matches!(
+            db::claim_job(&t.pool, job.id, "worker-2", 3, MINUTE)
+                .await
+                .unwrap(),
+            Claim::Skip
+        ),
+        "a duplicate delivery of a live run is skipped"
+    );
+
+    assert!(db::touch_job(&t.pool, job.id, run.run).await.unwrap());
+    assert!(
+        !db::touch_job(&t.pool, job.id, Uuid::new_v4())
+            .await
+            .unwrap(),
+        "another run's token"
+    );
+
+    let result = full_result();
+    let timings = serde_json::json!({"fetch": 12, "decode": 34});
+    assert_eq!(
+        db::complete_job(
+            &t.pool,
+            &run,
+            &result,
+            "whisper-tiny.en",
+            "worker-1",
+            &timings
+        )
+        .await
+        .unwrap(),
+        Fenced::Done
+    );
+    let view = db::get_job(&t.pool, acme, job.id).await.unwrap().unwrap();
+    assert_eq!(view.status, JobStatus::Completed);
+    assert!(view.finished_at.is_some() && view.error.is_none());
+    assert_eq!(
+        view.result.as_ref(),
+        Some(&result),
+        "the stored result reads back"
+    );
+    let (model, worker, version): (String, String, i32) =
+        sqlx::query_as("SELECT model, worker, version FROM job_results WHERE job_id = $1")
+            .bind(job.id)
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (model.as_str(), worker.as_str(), version),
+        ("whisper-tiny.en", "worker-1", 1)
+    );
+    let stored: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT timings FROM jobs WHERE id = $1")
+            .bind(job.id)
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, Some(timings.clone()));
+
+    assert_eq!(
+        db::complete_job(&t.pool, &run, &result, "m", "worker-1", &timings)
+            .await
+            .unwrap(),
+        Fenced::Superseded,
+        "a finished run cannot write again"
+    );
+    assert_eq!(result_versions(&t.pool, job.id).await, 1);
+    assert!(!db::touch_job(&t.pool, job.id, run.run).await.unwrap());
+    assert!(matches!(
+        db::claim_job(&t.pool, job.id, "worker-2", 3, MINUTE)
+            .await
+            .unwrap(),
+        Claim::Skip
+    ));
+}
+
+#[tokio::test]
+async fn a_result_without_scores_summary_or_rubric_reads_back_without_them() {
+    let t = TestDb::new().await;
+    let acme = tenant(&t.pool, "acme").await;
+    let id = queued(&t.pool, acme, Lane::Interactive).await;
+    let run = claim(&t.pool, id, 3).await;
+    let result = JobResult {
+        transcript: Transcript::empty("en", 0.5),
+        scores: None,
+        summary: None,
+        rubric: None,
+        usage: Usage::new(),
+    };
+    let done = db::complete_job(&t.pool, &run, &result, "m", "w", &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(done, Fenced::Done);
+    let nulls: (bool, bool, bool) = sqlx::query_as(
+        "SELECT scores IS NULL, summary IS NULL, rubric IS NULL FROM job_results WHERE job_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    assert_eq!(nulls, (true, true, true), "absent parts are stored as NULL");
+    let view = db::get_job(&t.pool, acme, id).await.unwrap().unwrap();
+    assert_eq!(view.result, Some(result));
+}
+
+#[tokio::test]
+async fn a_requeued_job_runs_again_and_a_failed_job_stays_failed() {
+    let t = TestDb::new().await;
+    let acme = tenant(&t.pool, "acme").await;
+    let id = queued(&t.pool, acme, Lane::Interactive).await;
+    let first = claim(&t.pool, id, 3).await;
+
+    let requeued = db::requeue_job(&t.pool, &first, "provider-unavailable", "upstream 503")
+        .await
+        .unwrap();
+    assert_eq!(requeued, Fenced::Done);
+    let view = db::get_job(&t.pool, acme, id).await.unwrap().unwrap();
+    assert_eq!((view.status, view.attempts), (JobStatus::Queued, 1));
+    assert!(view.error.is_none(), "a queued job shows no error");
+    let kept: (Option<String>, Option<String>, bool) = sqlx::query_as(
+        "SELECT error_code, error_message, enqueued_at IS NOT NULL FROM jobs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        kept,
+        (
+            Some("provider-unavailable".into()),
+            Some("upstream 503".into()),
+            true
+        ),
+        "the error is kept for operators"
+    );
+    assert_eq!(
+        db::requeue_job(&t.pool, &first, "x", "x").await.unwrap(),
+        Fenced::Superseded,
+        "the run gave the job up"
+    );
+
+    let second = claim(&t.pool, id, 3).await;
+    assert_eq!(second.attempts, 2);
+    assert_ne!(second.run, first.run, "each run draws a new token");
+    let timings = serde_json::json!({"decode": 5});
+    assert_eq!(
+        db::fail_job(&t.pool, &first, "x", "x", &timings)
+            .await
+            .unwrap(),
+        Fenced::Superseded,
+        "a stale run cannot fail the job"
+    );
+    assert_eq!(status(&t.pool, acme, id).await, JobStatus::Processing);
+    assert_eq!(
+        db::fail_job(
+            &t.pool,
+            &second,
+            "unsupported-codec",
+            "codec 'HE-AAC' is not supported",
+            &timings
+        )
+        .await
+        .unwrap(),
+        Fenced::Done
+    );
+    let view = db::get_job(&t.pool, acme, id).await.unwrap().unwrap();
+    assert_eq!((view.status, view.attempts), (JobStatus::Failed, 2));
+    assert!(view.finished_at.is_some() && view.result.is_none());
+    let error = view.error.expect("a failed job shows its error");
+    assert_eq!(
+        (error.code.as_str(), error.message.as_str()),
+        ("unsupported-codec", "codec 'HE-AAC' is not supported")
+    );
+
+    assert_eq!(
+        db::complete_job(&t.pool, &second, &full_result(), "m", "w", &timings)
+            .await
+            .unwrap(),
+        Fenced::Superseded,
+        "a failed job never turns completed"
+    );
+    assert_eq!(status(&t.pool, acme, id).await, JobStatus::Failed);
+    assert_eq!(result_versions(&t.pool, id).await, 0);
+    assert_eq!(
+        db::requeue_job(&t.pool, &second, "x", "x").await.unwrap(),
+        Fenced::Superseded
+    );
+    assert!(matches!(
+        db::claim_job(&t.pool, id, "worker-1", 3, MINUTE)
+            .await
+            .unwrap(),
+        Claim::Skip
+    ));
+}
+
+#[tokio::test]
+async fn claims_take_over_lost_runs_and_stop_at_max_attempts() {
+    let t = TestDb::new().await;
+    let acme = tenant(&t.pool, "acme").await;
+
+    // A lost run is taken over while attempts remain, and the lost run is fenced off.
+    let id = queued(&t.pool, acme, Lane::Interactive).await;
+    let lost = claim(&t.pool, id, 3).await;
+    rewind(&t.pool, id, "updated_at").await;
+    let taken = claim(&t.pool, id, 3).await;
+    assert_eq!(taken.attempts, 2);
+    assert_ne!(taken.run, lost.run);
+    assert!(!db::touch_job(&t.pool, id, lost.run).await.unwrap());
+    assert!(db::touch_job(&t.pool, id, taken.run).await.unwrap());
+
+    // A queued job whose attempts are used up fails as retries-exhausted.
+    let id = queued(&t.pool, acme, Lane::Interactive).await;
+    let run = claim(&t.pool, id, 1).await;
+    db::requeue_job(&t.pool, &run, "provider-unavailable", "503")
+        .await
+        .unwrap();
+    match db::claim_job(&t.pool, id, "worker-1", 1, MINUTE)
+        .await
+        .unwrap()
+    {
+        Claim::Exhausted { code } => assert_eq!(code, RETRIES_EXHAUSTED),
+        other => panic!("expected exhausted, got {other:?}"),
+    }
+    let view = db::get_job(&t.pool, acme, id).await.unwrap().unwrap();
+    assert_eq!((view.status, view.attempts), (JobStatus::Failed, 1));
+    assert!(view.finished_at.is_some());
+    let error = view.error.unwrap();
+    assert_eq!(
+        (error.code.as_str(), error.message.as_str()),
+        (RETRIES_EXHAUSTED, "gave up after 1 attempts")
+    );
+
+    // A lost run whose job has no attempts left fails the job as worker-crashed.
+    let id = queued(&t.pool, acme, Lane::Bulk).await;
+    let run = claim(&t.pool, id, 1).await;
+    rewind(&t.pool, id, "updated_at").await;
+    match db::claim_job(&t.pool, id, "worker-1", 1, MINUTE)
+        .await
+        .unwrap()
+    {
+        Claim::Exhausted { code } => assert_eq!(code, WORKER_CRASHED),
+        other => panic!("expected exhausted, got {other:?}"),
+    }
+    let error = db::get_job(&t.pool, acme, id)
+        .await
+        .unwrap()
+        .unwrap()
+        .error
+        .unwrap();
+    assert_eq!(error.code, WORKER_CRASHED);
+    assert!(
+        error.message.contains("each of 1 runs"),
+        "{}",
+        error.message
+    );
+    assert!(!db::touch_job(&t.pool, id, run.run).await.unwrap());
+}
+
+#[tokio::test]
+async fn the_sweeper_requeues_or_fails_lost_runs_and_pushes_stale_jobs() {
+    let t = TestDb::new().await;
+    let acme = tenant(&t.pool, "acme").await;
+    let max_attempts = 2;
+
+    // Lost on its first attempt: requeued.
+    let again = queued(&t.pool, acme, Lane::Bulk).await;
+    let again_run = claim(&t.pool, again, max_attempts).await;
+    rewind(&t.pool, again, "updated_at").await;
+    // Lost on its last attempt: failed.
+    let dead = queued(&t.pool, acme, Lane::Interactive).await;
+    claim(&t.pool, dead, max_attempts).await;
+    rewind(&t.pool, dead, "updated_at").await;
+    claim(&t.pool, dead, max_attempts).await;
+    rewind(&t.pool, dead, "updated_at").await;
+    // Alive, and merely queued: left alone.
+    let alive = queued(&t.pool, acme, Lane::Interactive).await;
+    let alive_run = claim(&t.pool, alive, max_attempts).await;
+    let waiting = queued(&t.pool, acme, Lane::Interactive).await;
+
+    let out = db::recover_lost_runs(&t.pool, MINUTE, max_attempts, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        out.requeued,
+        [QueuedJob {
+            id: again,
+            lane: Lane::Bulk,
+            attempts: 1,
+            abandoned: true,
+        }]
+    );
+    assert_eq!(out.failed, [dead]);
+
+    assert_eq!(status(&t.pool, acme, again).await, JobStatus::Queued);
+    assert!(
+        !db::touch_job(&t.pool, again, again_run.run).await.unwrap(),
+        "the lost run's token is cleared"
+    );
+    let view = db::get_job(&t.pool, acme, dead).await.unwrap().unwrap();
+    assert_eq!((view.status, view.attempts), (JobStatus::Failed, 2));
+    assert!(view.finished_at.is_some());
+    let error = view.error.unwrap();
+    assert_eq!(error.code, WORKER_CRASHED);
+    assert!(
+        error.message.contains("each of 2 runs"),
+        "{}",
+        error.message
+    );
+    assert_eq!(status(&t.pool, acme, alive).await, JobStatus::Processing);
+    assert!(db::touch_job(&t.pool, alive, alive_run.run).await.unwrap());
+    assert_eq!(status(&t.pool, acme, waiting).await, JobStatus::Queued);
+    let again_run = claim(&t.pool, again, max_attempts).await;
+    assert_eq!(again_run.attempts, 2, "the requeued job runs again");
+
+    // Nothing is lost any more.
+    let out = db::recover_lost_runs(&t.pool, MINUTE, max_attempts, 10)
+        .await
+        .unwrap();
+    assert!(out.requeued.is_empty() && out.failed.is_empty(), "{out:?}");
+
+    // `limit` bounds one sweep; the next sweep takes the rest.
+    rewind(&t.pool, alive, "updated_at").await;
+    rewind(&t.pool, again, "updated_at").await;
+    // `alive` was rewound first, so it has been untouched the longest.
+    let first = db::recover_lost_runs(&t.pool, MINUTE, 3, 1).await.unwrap();
+    let second = db::recover_lost_runs(&t.pool, MINUTE, 3, 1).await.unwrap();
+    let ids = |out: &db::LostRuns| out.requeued.iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!((ids(&first), ids(&second)), (vec![alive], vec![again]));
+    assert!(first.failed.is_empty() && second.failed.is_empty());
+
+    // Stale pushes come oldest first, at most `limit` per half.
+    let jobs = [
+        waiting,
+        queued(&t.pool, acme, Lane::Bulk).await,
+        queued(&t.pool, acme, Lane::Interactive).await,
+    ];
+    db::mark_enqueued(&t.pool, &[jobs[0], jobs[1], jobs[2], alive, again])
+        .await
+        .unwrap();
+    for (job, secs) in jobs.iter().zip([300, 100, 200]) {
+        rewind_by(&t.pool, *job, "enqueued_at", secs).await;
+    }
+    let stale: Vec<Uuid> = db::jobs_to_enqueue(&t.pool, MINUTE, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(stale, [jobs[0], jobs[2]]);
+    // …and the never-pushed half has its own `limit`.
+    let fresh = [
+        queued(&t.pool, acme, Lane::Bulk).await,
+        queued(&t.pool, acme, Lane::Bulk).await,
+        queued(&t.pool, acme, Lane::Bulk).await,
+    ];
+    let found: Vec<Uuid> = db::jobs_to_enqueue(&t.pool, MINUTE, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(found.len(), 4, "{found:?}");
+    assert_eq!(found.iter().filter(|id| fresh.contains(id)).count(), 2);
+    assert!(found.contains(&jobs[0]) && found.contains(&jobs[2]));
+}
