@@ -1,374 +1,23 @@
-//! The OpenAI-compatible clients, the fallback chains and the circuit breaker against a
-//! local stand-in for the remote APIs. The stand-in checks what we send (path, headers,
-//! JSON body, multipart fields) and answers in OpenAI's documented wire format.
+//! The OpenAI-compatible clients, the fallback chains and the circuit breaker against
+//! the shared stand-in for the remote APIs (`voxq-stub`), which checks what we send
+//! (path, headers, JSON body, multipart fields) and answers in OpenAI's documented wire
+//! format.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
-use serde_json::{json, Value};
-use voxq_shared::providers::{
+use serde_json::json;
+use stub::{error, Reply, Stub};
+use voxq_providers::{
     chat_model, BreakerConfig, BreakerState, ChatChain, ChatMessage, ChatModel, ChatRequest,
     JsonSchema, ManualClock, MaxTokensField, OpenAiChat, OpenAiTranscriber, ProviderConfig,
     ProviderError, Transcriber, TranscriberChain, TranscriptionRequest,
 };
 
-// --- the stand-in server ------------------------------------------------------------
-
-#[derive(Clone)]
-enum Reply {
-    Json(Value),
-    Status {
-        status: u16,
-        body: Value,
-        headers: Vec<(&'static str, &'static str)>,
-    },
-    Slow(Duration, Box<Reply>),
-}
-
-#[derive(Debug, Clone)]
-struct Field {
-    name: String,
-    file_name: Option<String>,
-    content_type: Option<String>,
-    data: Vec<u8>,
-}
-
-impl Field {
-    fn text(&self) -> &str {
-        std::str::from_utf8(&self.data).unwrap()
-    }
-}
-
-struct StubState {
-    model: String,
-    key: Option<String>,
-    hits: AtomicUsize,
-    replies: Mutex<VecDeque<Reply>>,
-    default: Mutex<Reply>,
-    chat_bodies: Mutex<Vec<Value>>,
-    uploads: Mutex<Vec<Vec<Field>>>,
-    violations: Mutex<Vec<String>>,
-}
-
-struct Stub {
-    addr: SocketAddr,
-    state: Arc<StubState>,
-}
-
-impl Stub {
-    /// A server for `model` that requires `Bearer <key>` (or no `Authorization` header)
-    /// and answers `default` unless replies were queued.
-    async fn start(model: &str, key: Option<&str>, default: Reply) -> Stub {
-        let state = Arc::new(StubState {
-            model: model.into(),
-            key: key.map(Into::into),
-            hits: AtomicUsize::new(0),
-            replies: Mutex::new(VecDeque::new()),
-            default: Mutex::new(default),
-            chat_bodies: Mutex::default(),
-            uploads: Mutex::default(),
-            violations: Mutex::default(),
-        });
-        let app = Router::new()
-            .route("/v1/chat/completions", post(chat))
-            .route("/v1/audio/transcriptions", post(transcription))
-            .fallback(unexpected)
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Stub { addr, state }
-    }
-
-    fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
-    }
-
-    fn hits(&self) -> usize {
-        self.state.hits.load(Ordering::SeqCst)
-    }
-
-    fn queue(&self, reply: Reply) {
-        self.state.replies.lock().unwrap().push_back(reply);
-    }
-
-    fn set_default(&self, reply: Reply) {
-        *self.state.default.lock().unwrap() = reply;
-    }
-
-    fn chat_bodies(&self) -> Vec<Value> {
-        self.state.chat_bodies.lock().unwrap().clone()
-    }
-
-    fn uploads(&self) -> Vec<Vec<Field>> {
-        self.state.uploads.lock().unwrap().clone()
-    }
-
-    fn assert_clean(&self) {
-        let violations = self.state.violations.lock().unwrap();
-        assert!(
-            violations.is_empty(),
-            "requests broke the contract: {violations:?}"
-        );
-    }
-}
-
-fn violation(state: &StubState, problem: String) -> Response {
-    state.violations.lock().unwrap().push(problem.clone());
-    error_reply(400, &format!("stub: {problem}"))
-}
-
-fn error_reply(status: u16, message: &str) -> Response {
-    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}});
-    (StatusCode::from_u16(status).unwrap(), Json(body)).into_response()
-}
-
-/// OpenAI answers a missing or wrong key with 401.
-fn check_auth(state: &StubState, headers: &HeaderMap) -> Option<Response> {
-    let got = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap().to_string());
-    let want = state.key.as_ref().map(|k| format!("Bearer {k}"));
-    (got != want).then(|| error_reply(401, "Incorrect API key provided"))
-}
-
-async fn reply(state: &StubState) -> Response {
-    let next = state.replies.lock().unwrap().pop_front();
-    let mut reply = next.unwrap_or_else(|| state.default.lock().unwrap().clone());
-    loop {
-        match reply {
-            Reply::Slow(delay, inner) => {
-                tokio::time::sleep(delay).await;
-                reply = *inner;
-            }
-            Reply::Json(body) => return Json(body).into_response(),
-            Reply::Status {
-                status,
-                body,
-                headers,
-            } => {
-                let mut response =
-                    (StatusCode::from_u16(status).unwrap(), Json(body)).into_response();
-                for (name, value) in headers {
-                    response.headers_mut().insert(name, value.parse().unwrap());
-                }
-                return response;
-            }
-        }
-    }
-}
-
-async fn unexpected(State(state): State<Arc<StubState>>, request: Request) -> Response {
-    state.hits.fetch_add(1, Ordering::SeqCst);
-    let problem = format!("unexpected {} {}", request.method(), request.uri());
-    state.violations.lock().unwrap().push(problem);
-    error_reply(404, "unknown path")
-}
-
-async fn chat(State(state): State<Arc<StubState>>, headers: HeaderMap, body: Bytes) -> Response {
-    state.hits.fetch_add(1, Ordering::SeqCst);
-    if let Some(refused) = check_auth(&state, &headers) {
-        return refused;
-    }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if content_type != "application/json" {
-        return violation(&state, format!("content-type '{content_type}'"));
-    }
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return violation(&state, format!("body is not JSON: {e}")),
-    };
-    if let Err(problem) = check_chat_body(&state.model, &body) {
-        return violation(&state, problem);
-    }
-    state.chat_bodies.lock().unwrap().push(body);
-    reply(&state).await
-}
-
-/// The documented request: known fields only, messages with a role and string content,
-/// `response_format` of type `json_schema` with a valid name, a schema and `strict`.
-fn check_chat_body(model: &str, body: &Value) -> Result<(), String> {
-    let object = body.as_object().ok_or("body is not an object")?;
-    for key in object.keys() {
-        let known = [
-            "model",
-            "messages",
-            "max_tokens",
-            "max_completion_tokens",
-            "temperature",
-            "response_format",
-        ];
-        if !known.contains(&key.as_str()) {
-            return Err(format!("unexpected field '{key}'"));
-        }
-    }
-    if body["model"] != model {
-        return Err(format!("model {} instead of '{model}'", body["model"]));
-    }
-    let messages = body["messages"].as_array().ok_or("no messages array")?;
-    if messages.is_empty() {
-        return Err("no messages".into());
-    }
-    for m in messages {
-        let role = m["role"].as_str().unwrap_or("");
-        if !["system", "developer", "user", "assistant"].contains(&role)
-            || !m["content"].is_string()
-        {
-            return Err(format!("bad message {m}"));
-        }
-        if m.as_object().unwrap().len() != 2 {
-            return Err(format!("extra message fields in {m}"));
-        }
-    }
-    for key in ["max_tokens", "max_completion_tokens"] {
-        if let Some(v) = body.get(key) {
-            if !v.is_u64() {
-                return Err(format!("{key} is {v}"));
-            }
-        }
-    }
-    if let Some(format) = body.get("response_format") {
-        if format["type"] != "json_schema" || format.as_object().unwrap().len() != 2 {
-            return Err(format!("response_format {format}"));
-        }
-        let schema = &format["json_schema"];
-        let name = schema["name"].as_str().unwrap_or("");
-        let name_ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !name_ok
-            || !schema["schema"].is_object()
-            || !schema["strict"].is_boolean()
-            || schema.as_object().unwrap().len() != 3
-        {
-            return Err(format!("json_schema {schema}"));
-        }
-    }
-    Ok(())
-}
-
-async fn transcription(State(state): State<Arc<StubState>>, request: Request) -> Response {
-    state.hits.fetch_add(1, Ordering::SeqCst);
-    if let Some(refused) = check_auth(&state, request.headers()) {
-        return refused;
-    }
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    if !content_type.starts_with("multipart/form-data; boundary=") {
-        return violation(&state, format!("content-type '{content_type}'"));
-    }
-    let mut multipart = match Multipart::from_request(request, &()).await {
-        Ok(m) => m,
-        Err(e) => return violation(&state, format!("not multipart: {e}")),
-    };
-    let mut fields = Vec::new();
-    loop {
-        match multipart.next_field().await {
-            Ok(Some(field)) => {
-                let name = field.name().unwrap_or("").to_string();
-                let file_name = field.file_name().map(Into::into);
-                let content_type = field.content_type().map(Into::into);
-                let data = field.bytes().await.unwrap().to_vec();
-                fields.push(Field {
-                    name,
-                    file_name,
-                    content_type,
-                    data,
-                });
-            }
-            Ok(None) => break,
-            Err(e) => return violation(&state, format!("bad multipart: {e}")),
-        }
-    }
-    if let Err(problem) = check_upload(&state.model, &fields) {
-        return violation(&state, problem);
-    }
-    state.uploads.lock().unwrap().push(fields);
-    reply(&state).await
-}
-
-/// `file` with a file name and bytes; `model`; `response_format=verbose_json`;
-/// `timestamp_granularities[]=segment`; optionally `language`; nothing else, no repeats.
-fn check_upload(model: &str, fields: &[Field]) -> Result<(), String> {
-    let mut names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
-    names.sort_unstable();
-    let before = names.len();
-    names.dedup();
-    if names.len() != before {
-        return Err(format!("repeated fields in {names:?}"));
-    }
-    let get = |name: &str| fields.iter().find(|f| f.name == name);
-    for f in fields {
-        let known = [
-            "file",
-            "model",
-            "response_format",
-            "timestamp_granularities[]",
-            "language",
-        ];
-        if !known.contains(&f.name.as_str()) {
-            return Err(format!("unexpected field '{}'", f.name));
-        }
-    }
-    let file = get("file").ok_or("no file field")?;
-    if file.file_name.as_deref().unwrap_or("").is_empty() || file.data.is_empty() {
-        return Err("file part without file name or bytes".into());
-    }
-    let text = |name: &str| get(name).map(Field::text);
-    if text("model") != Some(model) {
-        return Err(format!("model {:?}", text("model")));
-    }
-    if text("response_format") != Some("verbose_json") {
-        return Err(format!("response_format {:?}", text("response_format")));
-    }
-    if text("timestamp_granularities[]") != Some("segment") {
-        return Err("timestamp_granularities[] is not 'segment'".into());
-    }
-    Ok(())
-}
-
 // --- documented answers -------------------------------------------------------------
 
 fn completion(content: &str, tokens_in: u64, tokens_out: u64) -> Reply {
-    Reply::Json(json!({
-        "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
-        "object": "chat.completion",
-        "created": 1741570283,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": content, "refusal": null, "annotations": []},
-            "logprobs": null,
-            "finish_reason": "stop"
-        }],
-        "usage": {
-            "prompt_tokens": tokens_in,
-            "completion_tokens": tokens_out,
-            "total_tokens": tokens_in + tokens_out,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}
-        },
-        "service_tier": "default",
-        "system_fingerprint": "fp_06737a9306"
-    }))
+    stub::completion("gpt-4o-mini-2024-07-18", content, tokens_in, tokens_out)
 }
 
 fn verbose_transcription() -> Reply {
@@ -387,14 +36,6 @@ fn verbose_transcription() -> Reply {
         ],
         "usage": {"type": "duration", "seconds": 5}
     }))
-}
-
-fn status(status: u16, message: &str) -> Reply {
-    Reply::Status {
-        status,
-        body: json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}}),
-        headers: vec![],
-    }
 }
 
 // --- helpers ------------------------------------------------------------------------
@@ -452,6 +93,7 @@ fn breaker(threshold: u32) -> BreakerConfig {
 fn voice_note(language: Option<&str>) -> TranscriptionRequest {
     TranscriptionRequest {
         audio: bytes::Bytes::from_static(b"OggS\0fake voice note bytes"),
+        decoded: None,
         file_name: "voice.oga".into(),
         language: language.map(Into::into),
     }
@@ -462,7 +104,7 @@ fn voice_note(language: Option<&str>) -> TranscriptionRequest {
 #[tokio::test]
 async fn chat_sends_the_documented_request_and_reads_usage() {
     let stub = Stub::start(
-        "gpt-4o-mini",
+        &["gpt-4o-mini"],
         Some("sk-test"),
         completion("Call back.", 27, 4),
     )
@@ -506,7 +148,7 @@ async fn chat_sends_the_documented_request_and_reads_usage() {
 
 #[tokio::test]
 async fn chat_can_send_max_completion_tokens_and_omit_optional_fields() {
-    let stub = Stub::start("o4-mini", None, completion("ok", 1, 1)).await;
+    let stub = Stub::start(&["o4-mini"], None, completion("ok", 1, 1)).await;
     let mut cfg = config(&stub, "openai", "o4-mini");
     cfg.max_tokens_field = MaxTokensField::MaxCompletionTokens;
     let model = OpenAiChat::new(&cfg, None).unwrap();
@@ -533,7 +175,7 @@ async fn chat_can_send_max_completion_tokens_and_omit_optional_fields() {
 #[tokio::test]
 async fn structured_output_sends_the_schema_and_parses_the_answer() {
     let answer = r#"{"fluency": 7, "corrections": ["call me back"]}"#;
-    let stub = Stub::start("gpt-4o-mini", Some("k"), completion(answer, 50, 12)).await;
+    let stub = Stub::start(&["gpt-4o-mini"], Some("k"), completion(answer, 50, 12)).await;
     let model = chat_client(&stub, "openai", Some("k"));
     let request = ChatRequest {
         schema: Some(rubric_schema()),
@@ -565,7 +207,7 @@ async fn structured_output_sends_the_schema_and_parses_the_answer() {
 #[tokio::test]
 async fn content_that_is_not_json_is_an_invalid_response() {
     let stub = Stub::start(
-        "gpt-4o-mini",
+        &["gpt-4o-mini"],
         None,
         completion("Sure! {\"fluency\": 7", 5, 5),
     )
@@ -593,7 +235,7 @@ async fn content_that_is_not_json_is_an_invalid_response() {
 #[tokio::test]
 async fn refusals_are_invalid_responses() {
     let stub = Stub::start(
-        "gpt-4o-mini",
+        &["gpt-4o-mini"],
         None,
         Reply::Json(json!({
             "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
@@ -612,13 +254,13 @@ async fn refusals_are_invalid_responses() {
 
 #[tokio::test]
 async fn rate_limit_falls_back_to_the_next_provider() {
-    let first = Stub::start("gpt-4o-mini", Some("a"), completion("from first", 1, 1)).await;
+    let first = Stub::start(&["gpt-4o-mini"], Some("a"), completion("from first", 1, 1)).await;
     first.queue(Reply::Status {
         status: 429,
         body: json!({"error": {"message": "Rate limit reached for requests", "type": "requests", "param": null, "code": "rate_limit_exceeded"}}),
         headers: vec![("retry-after", "7")],
     });
-    let second = Stub::start("gpt-4o-mini", Some("b"), completion("from second", 3, 2)).await;
+    let second = Stub::start(&["gpt-4o-mini"], Some("b"), completion("from second", 3, 2)).await;
     let chain = ChatChain::new(
         vec![
             chat_client(&first, "first", Some("a")),
@@ -651,9 +293,14 @@ async fn rate_limit_falls_back_to_the_next_provider() {
 
 #[tokio::test]
 async fn server_errors_and_refused_keys_fall_back() {
-    let broken = Stub::start("gpt-4o-mini", None, status(500, "The server had an error")).await;
-    let wrong_key = Stub::start("gpt-4o-mini", Some("right"), completion("x", 1, 1)).await;
-    let good = Stub::start("gpt-4o-mini", None, completion("ok", 1, 1)).await;
+    let broken = Stub::start(
+        &["gpt-4o-mini"],
+        None,
+        error(500, "The server had an error"),
+    )
+    .await;
+    let wrong_key = Stub::start(&["gpt-4o-mini"], Some("right"), completion("x", 1, 1)).await;
+    let good = Stub::start(&["gpt-4o-mini"], None, completion("ok", 1, 1)).await;
     let chain = ChatChain::new(
         vec![
             chat_client(&broken, "broken", None),
@@ -685,12 +332,12 @@ async fn server_errors_and_refused_keys_fall_back() {
 #[tokio::test]
 async fn a_timeout_falls_back_quickly() {
     let slow = Stub::start(
-        "gpt-4o-mini",
+        &["gpt-4o-mini"],
         None,
         Reply::Slow(Duration::from_secs(5), Box::new(completion("late", 1, 1))),
     )
     .await;
-    let fast = Stub::start("gpt-4o-mini", None, completion("fast", 1, 1)).await;
+    let fast = Stub::start(&["gpt-4o-mini"], None, completion("fast", 1, 1)).await;
     let mut slow_config = config(&slow, "slow", "gpt-4o-mini");
     slow_config.timeout_ms = 100;
     let chain = ChatChain::new(
@@ -721,12 +368,12 @@ async fn a_timeout_falls_back_quickly() {
 #[tokio::test]
 async fn a_bad_request_does_not_fall_back() {
     let first = Stub::start(
-        "gpt-4o-mini",
+        &["gpt-4o-mini"],
         None,
-        status(400, "Invalid schema for response_format 'x'"),
+        error(400, "Invalid schema for response_format 'x'"),
     )
     .await;
-    let second = Stub::start("gpt-4o-mini", None, completion("never", 1, 1)).await;
+    let second = Stub::start(&["gpt-4o-mini"], None, completion("never", 1, 1)).await;
     let chain = ChatChain::new(
         vec![
             chat_client(&first, "first", None),
@@ -759,8 +406,8 @@ async fn a_bad_request_does_not_fall_back() {
 
 #[tokio::test]
 async fn when_all_fail_the_error_lists_every_attempt() {
-    let first = Stub::start("gpt-4o-mini", None, status(503, "overloaded")).await;
-    let second = Stub::start("gpt-4o-mini", None, status(502, "bad gateway")).await;
+    let first = Stub::start(&["gpt-4o-mini"], None, error(503, "overloaded")).await;
+    let second = Stub::start(&["gpt-4o-mini"], None, error(502, "bad gateway")).await;
     let chain = ChatChain::new(
         vec![
             chat_client(&first, "first", None),
@@ -786,8 +433,8 @@ async fn when_all_fail_the_error_lists_every_attempt() {
 
 #[tokio::test]
 async fn the_breaker_stops_calling_a_failing_provider_and_retries_after_the_cool_down() {
-    let flaky = Stub::start("gpt-4o-mini", None, status(500, "down")).await;
-    let backup = Stub::start("gpt-4o-mini", None, completion("backup", 1, 1)).await;
+    let flaky = Stub::start(&["gpt-4o-mini"], None, error(500, "down")).await;
+    let backup = Stub::start(&["gpt-4o-mini"], None, completion("backup", 1, 1)).await;
     let clock = Arc::new(ManualClock::new());
     let chain = ChatChain::with_clock(
         vec![
@@ -848,7 +495,7 @@ async fn keys_come_from_the_named_environment_variable() {
     // (reqwest reads the proxy variables).
     let key = env!("CARGO_PKG_NAME");
     assert_eq!(std::env::var("CARGO_PKG_NAME").as_deref(), Ok(key));
-    let stub = Stub::start("gpt-4o-mini", Some(key), completion("ok", 1, 1)).await;
+    let stub = Stub::start(&["gpt-4o-mini"], Some(key), completion("ok", 1, 1)).await;
     let mut cfg = config(&stub, "openai", "gpt-4o-mini");
     cfg.api_key_env = Some("CARGO_PKG_NAME".into());
     let model = chat_model(&cfg).unwrap();
@@ -890,7 +537,7 @@ fn provider_config_deserializes_with_defaults() {
 
 #[tokio::test]
 async fn transcription_sends_the_documented_multipart_form() {
-    let stub = Stub::start("whisper-1", Some("sk-t"), verbose_transcription()).await;
+    let stub = Stub::start(&["whisper-1"], Some("sk-t"), verbose_transcription()).await;
     let model =
         OpenAiTranscriber::new(&config(&stub, "openai", "whisper-1"), Some("sk-t")).unwrap();
 
@@ -920,7 +567,7 @@ async fn transcription_sends_the_documented_multipart_form() {
 
 #[tokio::test]
 async fn transcription_detects_language_and_tolerates_plain_answers() {
-    let stub = Stub::start("whisper-large-v3", None, verbose_transcription()).await;
+    let stub = Stub::start(&["whisper-large-v3"], None, verbose_transcription()).await;
     let model = OpenAiTranscriber::new(&config(&stub, "local", "whisper-large-v3"), None).unwrap();
 
     let detected = model.transcribe(&voice_note(None)).await.unwrap();
@@ -940,8 +587,8 @@ async fn transcription_detects_language_and_tolerates_plain_answers() {
 
 #[tokio::test]
 async fn transcriber_chain_falls_back_and_prices_audio_minutes() {
-    let down = Stub::start("whisper-1", None, status(503, "Service Unavailable")).await;
-    let up = Stub::start("whisper-large-v3-turbo", None, verbose_transcription()).await;
+    let down = Stub::start(&["whisper-1"], None, error(503, "Service Unavailable")).await;
+    let up = Stub::start(&["whisper-large-v3-turbo"], None, verbose_transcription()).await;
     let mut up_config = config(&up, "groq", "whisper-large-v3-turbo");
     up_config.price_per_audio_minute = 0.04;
     let providers: Vec<Arc<dyn Transcriber>> = vec![

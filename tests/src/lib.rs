@@ -788,179 +788,62 @@ pub fn local_text(path: &Path) -> String {
         .expect("a transcript")
 }
 
-/// A stub OpenAI-compatible chat server (`POST /v1/chat/completions`) that checks the
-/// request (bearer key, model, messages, JSON-schema response format) and answers in the
-/// documented wire format. Malformed requests get a 400 and are counted.
-pub struct ChatStub {
-    pub port: u16,
-    /// While set, `/v1/audio/transcriptions` answers 503.
-    pub asr_down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// Transcription requests answered.
-    pub asr_calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    pub calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    pub bad_requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
 pub const STUB_TRANSCRIPT: &str = "This transcript came from the remote provider.";
 
 pub const STUB_SUMMARY: &str =
     "The website launch moves forward a week; review open tasks by Friday.";
 
-impl ChatStub {
-    pub async fn start(key: &'static str) -> Self {
-        use axum::http::{HeaderMap, StatusCode};
-        use axum::routing::post;
-        use axum::Json;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::Arc;
-
-        let calls = Arc::new(AtomicUsize::new(0));
-        let bad = Arc::new(AtomicUsize::new(0));
-        let (c, b) = (calls.clone(), bad.clone());
-        let handler = move |headers: HeaderMap, Json(body): Json<Value>| {
-            let (calls, bad) = (c.clone(), b.clone());
-            async move {
-                let auth_ok = headers.get("authorization").and_then(|v| v.to_str().ok())
-                    == Some(&format!("Bearer {key}"));
-                let messages = body["messages"].as_array().cloned().unwrap_or_default();
-                let well_formed = body["model"].is_string()
-                    && messages.len() >= 2
-                    && messages.iter().all(|m| {
-                        matches!(m["role"].as_str(), Some("system" | "user"))
-                            && m["content"].is_string()
-                    });
-                if !auth_ok || !well_formed {
-                    bad.fetch_add(1, Ordering::SeqCst);
-                    return (
-                        StatusCode::BAD_REQUEST,
-                        Json(
-                            serde_json::json!({"error": {"message": "bad request", "type": "invalid_request_error"}}),
-                        ),
-                    );
+/// The stand-in for the remote providers (`voxq-stub`, which checks every request),
+/// serving `gpt-4o-mini` (chat) and `whisper-1` (transcription) to `Bearer <key>`. A chat
+/// answer fills a JSON schema's properties with plausible values, or else is
+/// [`STUB_SUMMARY`], and counts one prompt token per word and 15 completion tokens; a
+/// transcription is one minute of [`STUB_TRANSCRIPT`].
+pub async fn provider_stub(key: &str) -> stub::Stub {
+    let answer = |asked: stub::Asked<'_>| match asked {
+        stub::Asked::Chat(body) => {
+            let properties = body["response_format"]["json_schema"]["schema"]["properties"]
+                .as_object()
+                .cloned();
+            let content = match properties {
+                Some(props) => {
+                    let filled: serde_json::Map<String, Value> = props
+                        .into_iter()
+                        .map(|(k, v)| {
+                            let value = match v["type"].as_str() {
+                                Some("integer") | Some("number") => serde_json::json!(7),
+                                Some("array") => serde_json::json!(["use the past tense: 'went'"]),
+                                _ => match v["enum"].as_array().and_then(|e| e.first()) {
+                                    Some(first) => first.clone(),
+                                    None => serde_json::json!("fine"),
+                                },
+                            };
+                            (k, value)
+                        })
+                        .collect();
+                    Value::Object(filled).to_string()
                 }
-                calls.fetch_add(1, Ordering::SeqCst);
-                let content = match body["response_format"]["json_schema"]["schema"]["properties"]
-                    .as_object()
-                {
-                    // Structured output: fill every property with a plausible value.
-                    Some(props) => {
-                        let obj: serde_json::Map<String, Value> = props
-                            .iter()
-                            .map(|(k, v)| {
-                                let value = match v["type"].as_str() {
-                                    Some("integer") | Some("number") => serde_json::json!(7),
-                                    Some("array") => {
-                                        serde_json::json!(["use the past tense: 'went'"])
-                                    }
-                                    _ => match v["enum"].as_array().and_then(|e| e.first()) {
-                                        Some(first) => first.clone(),
-                                        None => serde_json::json!("fine"),
-                                    },
-                                };
-                                (k.clone(), value)
-                            })
-                            .collect();
-                        Value::Object(obj).to_string()
-                    }
-                    None => STUB_SUMMARY.to_string(),
-                };
-                let prompt: usize = messages
-                    .iter()
-                    .map(|m| {
-                        m["content"]
-                            .as_str()
-                            .unwrap_or("")
-                            .split_whitespace()
-                            .count()
-                    })
-                    .sum();
-                (
-                    StatusCode::OK,
-                    Json(serde_json::json!({
-                        "id": "chatcmpl-stub",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": content}}],
-                        "usage": {"prompt_tokens": prompt, "completion_tokens": 15,
-                                  "total_tokens": prompt + 15}
-                    })),
-                )
-            }
-        };
-        let asr_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let asr_calls = Arc::new(AtomicUsize::new(0));
-        let (down, asr_count, bad_asr) = (asr_down.clone(), asr_calls.clone(), bad.clone());
-        let asr = move |headers: HeaderMap, mut form: axum::extract::Multipart| {
-            let (down, count, bad) = (down.clone(), asr_count.clone(), bad_asr.clone());
-            async move {
-                if down.load(Ordering::SeqCst) {
-                    return (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        Json(serde_json::json!({"error": {"message": "down"}})),
-                    );
-                }
-                let auth_ok = headers.get("authorization").and_then(|v| v.to_str().ok())
-                    == Some(&format!("Bearer {key}"));
-                let mut fields = HashMap::new();
-                let mut file_bytes = 0;
-                while let Ok(Some(field)) = form.next_field().await {
-                    let name = field.name().unwrap_or("").to_string();
-                    let file_name = field.file_name().map(str::to_string);
-                    let data = field.bytes().await.unwrap_or_default();
-                    if name == "file" && file_name.is_some() {
-                        file_bytes = data.len();
-                    }
-                    fields.insert(name, String::from_utf8_lossy(&data).into_owned());
-                }
-                let ok = auth_ok
-                    && file_bytes > 0
-                    && fields.get("model").map(String::as_str) == Some("whisper-1")
-                    && fields.get("response_format").map(String::as_str) == Some("verbose_json");
-                if !ok {
-                    bad.fetch_add(1, Ordering::SeqCst);
-                    return (
-                        StatusCode::BAD_REQUEST,
-                        Json(serde_json::json!({"error": {"message": "bad request"}})),
-                    );
-                }
-                count.fetch_add(1, Ordering::SeqCst);
-                (
-                    StatusCode::OK,
-                    Json(serde_json::json!({
-                        "task": "transcribe", "language": "english", "duration": 60.0,
-                        "text": STUB_TRANSCRIPT,
-                        "segments": [{"id": 0, "start": 0.0, "end": 60.0, "text": STUB_TRANSCRIPT,
-                                      "avg_logprob": -0.2, "no_speech_prob": 0.01}]
-                    })),
-                )
-            }
-        };
-        let app = axum::Router::new()
-            .route("/v1/chat/completions", post(handler))
-            .route("/v1/audio/transcriptions", post(asr));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self {
-            port,
-            asr_down,
-            asr_calls,
-            calls,
-            bad_requests: bad,
+                None => STUB_SUMMARY.to_string(),
+            };
+            let messages = body["messages"].as_array().into_iter().flatten();
+            let prompt = messages
+                .map(|m| {
+                    m["content"]
+                        .as_str()
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .count()
+                })
+                .sum::<usize>();
+            let model = body["model"].as_str().unwrap_or_default();
+            stub::completion(model, &content, prompt as u64, 15)
         }
-    }
-
-    pub fn calls(&self) -> usize {
-        self.calls.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    pub fn bad_requests(&self) -> usize {
-        self.bad_requests.load(std::sync::atomic::Ordering::SeqCst)
-    }
+        stub::Asked::Transcription(_) => stub::Reply::Json(serde_json::json!({
+            "task": "transcribe", "language": "english", "duration": 60.0,
+            "text": STUB_TRANSCRIPT,
+            "segments": [{"id": 0, "start": 0.0, "end": 60.0, "text": STUB_TRANSCRIPT,
+                          "avg_logprob": -0.2, "no_speech_prob": 0.01}]
+        })),
+    };
+    let models = ["gpt-4o-mini", "whisper-1"];
+    stub::Stub::start(&models, Some(key), stub::Reply::with(answer)).await
 }

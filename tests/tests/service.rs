@@ -493,15 +493,15 @@ async fn sigterm_finishes_the_job_in_flight_and_starts_no_new_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn scores_summaries_rubrics_usage_and_caches() {
     let _serial = serial().await;
-    let stub = voxq_tests::ChatStub::start("sk-stub").await;
+    let stub = voxq_tests::provider_stub("sk-stub").await;
     let toml = std::env::temp_dir().join(format!("voxq-chat-{}.toml", Uuid::new_v4().simple()));
     std::fs::write(
         &toml,
         format!(
-            "[[chat_cheap]]\nname = \"stub-cheap\"\nbase_url = \"http://127.0.0.1:{}/v1\"\n\
+            "[[chat_cheap]]\nname = \"stub-cheap\"\nbase_url = \"{}\"\n\
              api_key_env = \"STUB_CHAT_KEY\"\nmodel = \"gpt-4o-mini\"\n\
              price_in_per_mtok = 0.15\nprice_out_per_mtok = 0.6\n",
-            stub.port
+            stub.base_url()
         ),
     )
     .unwrap();
@@ -550,7 +550,7 @@ async fn scores_summaries_rubrics_usage_and_caches() {
     ] {
         assert!(scores[key].is_number(), "{key} in {scores}");
     }
-    assert_eq!(stub.calls(), 1);
+    assert_eq!(stub.chat_bodies().len(), 1);
 
     // 2. The same audio again: the transcript comes from the content-hash cache, and
     //    `auto` summarises this medium-length transcript locally.
@@ -571,7 +571,7 @@ async fn scores_summaries_rubrics_usage_and_caches() {
     let r3 = stack.wait_done(third, DONE).await["result"].clone();
     assert_eq!(r3["summary"]["text"], voxq_tests::STUB_SUMMARY);
     assert_eq!(r3["usage"]["summarize"]["cached"], true, "{r3}");
-    assert_eq!(stub.calls(), 1, "chat cache hit");
+    assert_eq!(stub.chat_bodies().len(), 1, "chat cache hit");
 
     // 4. A rubric through the JSON-schema path, and a job asking for transcription only.
     let rubric = stack
@@ -588,8 +588,8 @@ async fn scores_summaries_rubrics_usage_and_caches() {
     assert_eq!(r4["usage"]["rubric"]["provider"], "stub-cheap");
     assert!(r4.get("scores").is_none(), "scoring not asked for: {r4}");
     assert!(r4["summary"].is_null());
-    assert_eq!(stub.calls(), 2);
-    assert_eq!(stub.bad_requests(), 0, "the stub accepted every request");
+    assert_eq!(stub.chat_bodies().len(), 2);
+    stub.assert_clean();
 
     // Unknown options are refused by the API.
     let bad = stack
@@ -611,16 +611,16 @@ async fn scores_summaries_rubrics_usage_and_caches() {
 #[tokio::test(flavor = "multi_thread")]
 async fn remote_transcription_provider_with_fallback_to_the_local_engine() {
     let _serial = serial().await;
-    let stub = voxq_tests::ChatStub::start("sk-asr").await;
+    let stub = voxq_tests::provider_stub("sk-asr").await;
     let toml = std::env::temp_dir().join(format!("voxq-asr-{}.toml", Uuid::new_v4().simple()));
     std::fs::write(
         &toml,
         format!(
             "transcribe_order = [\"stub-asr\", \"local\"]\n\
              [[transcribe_providers]]\nname = \"stub-asr\"\n\
-             base_url = \"http://127.0.0.1:{}/v1\"\napi_key_env = \"STUB_ASR_KEY\"\n\
+             base_url = \"{}\"\napi_key_env = \"STUB_ASR_KEY\"\n\
              model = \"whisper-1\"\nprice_per_audio_minute = 0.006\n",
-            stub.port
+            stub.base_url()
         ),
     )
     .unwrap();
@@ -648,11 +648,10 @@ async fn remote_transcription_provider_with_fallback_to_the_local_engine() {
         r["scores"]["quality"].is_number(),
         "scores come from the local audio"
     );
-    assert_eq!(stub.asr_calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(stub.uploads().len(), 1);
 
     // The provider goes down: the local engine takes over, and the job still completes.
-    stub.asr_down
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    stub.set_default(stub::error(503, "down"));
     let local = stack
         .upload(&root().join("fixtures/voice/12-yes-that-works.flac"))
         .await;
@@ -664,7 +663,7 @@ async fn remote_transcription_provider_with_fallback_to_the_local_engine() {
         .unwrap()
         .to_lowercase()
         .contains("works"));
-    assert_eq!(stub.bad_requests(), 0);
+    stub.assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread")]

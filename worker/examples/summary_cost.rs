@@ -5,10 +5,10 @@
 //! A cargo example rather than a `cargo bench` target: benches build with the `bench`
 //! profile, which inherits from `release` and would build CTranslate2 a second time.
 //!
-//! An in-process stand-in for an OpenAI-compatible chat server (axum, 127.0.0.1:0) serves
+//! The in-process stand-in for OpenAI-compatible APIs (`voxq-stub`, 127.0.0.1:0) serves
 //! `gpt-4o-mini` (cheap) and `gpt-4o` (strong) on `/v1/chat/completions`. It checks each
-//! request (content type, known fields only, a served model, well-formed messages) and
-//! answers in the documented wire format with a short extract of the transcript as the
+//! request (no key, content type, known fields only, a served model, well-formed messages)
+//! and answers in the documented wire format with a short extract of the transcript as the
 //! summary; `usage.prompt_tokens` is counted with cl100k_base over the request's messages
 //! (OpenAI's counting guide: 3 tokens per message plus its role and content, plus 3 to
 //! prime the answer) and `completion_tokens` over the answer.
@@ -39,17 +39,12 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use futures::future::BoxFuture;
-use serde_json::{json, Value};
+use providers::{chat_model, BreakerConfig, ChatChain, ChatTiers, ProviderConfig};
+use serde_json::Value;
 use shared::cache::{Cache, MemoryCache};
 use shared::domain::SummaryKind;
-use shared::providers::{chat_model, BreakerConfig, ChatChain, ChatTiers, ProviderConfig};
+use stub::{Asked, Reply};
 use voxq_worker::stage::summarize::{
     count_tokens, sentences, ModelTier, SummarizeStage, SummaryMode, SummaryPolicy,
 };
@@ -228,39 +223,30 @@ struct ModelCount {
     completion_tokens: u64,
 }
 
-#[derive(Default)]
-struct StubState {
-    /// Per model, since the last `take()`.
-    counts: Mutex<BTreeMap<String, ModelCount>>,
-    requests: Mutex<u64>,
-    violations: Mutex<Vec<String>>,
-}
+/// Per model, what the stand-in answered since the last `take()`.
+type Counts = Arc<Mutex<BTreeMap<String, ModelCount>>>;
 
+/// The shared stand-in (`voxq-stub`, which checks each request) serving both models,
+/// answering with [`answer`].
 struct Stub {
-    base_url: String,
-    state: Arc<StubState>,
+    server: stub::Stub,
+    counts: Counts,
 }
 
 impl Stub {
     async fn start() -> Stub {
-        let state = Arc::new(StubState::default());
-        let app = Router::new()
-            .route("/v1/chat/completions", post(chat))
-            .fallback(unexpected)
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local address");
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("stub server") });
-        Stub {
-            base_url: format!("http://{addr}/v1"),
-            state,
-        }
+        let counts = Counts::default();
+        let answering = counts.clone();
+        let reply = Reply::with(move |asked| match asked {
+            Asked::Chat(body) => answer(&answering, body),
+            Asked::Transcription(_) => stub::error(404, "this benchmark only chats"),
+        });
+        let server = stub::Stub::start(&[CHEAP.0, STRONG.0], None, reply).await;
+        Stub { server, counts }
     }
 
     fn take(&self) -> BTreeMap<String, ModelCount> {
-        std::mem::take(&mut *self.state.counts.lock().unwrap())
+        std::mem::take(&mut *self.counts.lock().unwrap())
     }
 }
 
@@ -269,93 +255,6 @@ fn snapshot(model: &str) -> &'static str {
         "gpt-4o-mini" => "gpt-4o-mini-2024-07-18",
         _ => "gpt-4o-2024-08-06",
     }
-}
-
-fn error_reply(status: StatusCode, message: &str, code: Option<&str>) -> Response {
-    let body = json!({"error": {"message": message, "type": "invalid_request_error",
-                                "param": null, "code": code}});
-    (status, Json(body)).into_response()
-}
-
-fn violation(state: &StubState, problem: String) -> Response {
-    let reply = error_reply(StatusCode::BAD_REQUEST, &format!("stub: {problem}"), None);
-    state.violations.lock().unwrap().push(problem);
-    reply
-}
-
-async fn unexpected(State(state): State<Arc<StubState>>, request: Request) -> Response {
-    *state.requests.lock().unwrap() += 1;
-    let problem = format!("unexpected {} {}", request.method(), request.uri());
-    state.violations.lock().unwrap().push(problem);
-    error_reply(StatusCode::NOT_FOUND, "unknown path", None)
-}
-
-/// A checked chat request: the model, the messages (role, content) and the answer limit.
-struct Asked {
-    model: String,
-    messages: Vec<(String, String)>,
-    max_tokens: Option<u64>,
-}
-
-fn check(body: &Value) -> Result<Asked, String> {
-    let object = body.as_object().ok_or("body is not an object")?;
-    for key in object.keys() {
-        let known = [
-            "model",
-            "messages",
-            "max_tokens",
-            "max_completion_tokens",
-            "temperature",
-        ];
-        if !known.contains(&key.as_str()) {
-            return Err(format!("unexpected field '{key}'"));
-        }
-    }
-    let model = body["model"].as_str().ok_or("no model")?.to_string();
-    let messages = body["messages"].as_array().ok_or("no messages array")?;
-    if messages.is_empty() {
-        return Err("no messages".into());
-    }
-    let mut out = Vec::new();
-    for m in messages {
-        let role = m["role"].as_str().unwrap_or("");
-        let content = m["content"].as_str();
-        let fields = m.as_object().map_or(0, |o| o.len());
-        match content {
-            Some(content)
-                if ["system", "developer", "user", "assistant"].contains(&role) && fields == 2 =>
-            {
-                out.push((role.to_string(), content.to_string()))
-            }
-            _ => return Err(format!("bad message {m}")),
-        }
-    }
-    if !out
-        .iter()
-        .any(|(role, c)| role == "user" && !c.trim().is_empty())
-    {
-        return Err("no user message with content".into());
-    }
-    let mut max_tokens = None;
-    for key in ["max_tokens", "max_completion_tokens"] {
-        if let Some(v) = body.get(key) {
-            max_tokens = Some(
-                v.as_u64()
-                    .filter(|&n| n > 0)
-                    .ok_or(format!("{key} is {v}"))?,
-            );
-        }
-    }
-    if let Some(t) = body.get("temperature") {
-        if !t.as_f64().is_some_and(|t| (0.0..=2.0).contains(&t)) {
-            return Err(format!("temperature is {t}"));
-        }
-    }
-    Ok(Asked {
-        model,
-        messages: out,
-        max_tokens,
-    })
 }
 
 /// The stand-in's summary: the transcript's opening sentences, at most 60 words, cut to
@@ -376,78 +275,42 @@ fn stub_summary(transcript: &str, max_tokens: Option<u64>) -> String {
     picked.join(" ")
 }
 
-async fn chat(State(state): State<Arc<StubState>>, headers: HeaderMap, body: Bytes) -> Response {
-    *state.requests.lock().unwrap() += 1;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if content_type != "application/json" {
-        return violation(&state, format!("content-type '{content_type}'"));
-    }
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return violation(&state, format!("body is not JSON: {e}")),
-    };
-    let asked = match check(&body) {
-        Ok(asked) => asked,
-        Err(problem) => return violation(&state, problem),
-    };
-    if asked.model != CHEAP.0 && asked.model != STRONG.0 {
-        state
-            .violations
-            .lock()
-            .unwrap()
-            .push(format!("unknown model '{}'", asked.model));
-        let message = format!(
-            "The model `{}` does not exist or you do not have access to it.",
-            asked.model
-        );
-        return error_reply(StatusCode::NOT_FOUND, &message, Some("model_not_found"));
-    }
-    let prompt_tokens = 3 + asked
-        .messages
+/// A completion summarising the last user message, counted in `counts`.
+fn answer(counts: &Counts, body: &Value) -> Reply {
+    let model = body["model"].as_str().unwrap_or_default();
+    let messages: Vec<(&str, &str)> = body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap_or(""),
+                m["content"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    let max_tokens = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|key| body[key].as_u64());
+    let prompt_tokens = 3 + messages
         .iter()
         .map(|(role, content)| 3 + count_tokens(role) + count_tokens(content))
         .sum::<usize>() as u64;
-    let transcript = asked
-        .messages
+    let transcript = messages
         .iter()
         .rev()
-        .find(|(role, _)| role == "user")
-        .map(|(_, c)| c.as_str())
-        .unwrap_or_default();
-    let answer = stub_summary(transcript, asked.max_tokens);
+        .find(|(role, _)| *role == "user")
+        .map_or("", |(_, c)| *c);
+    let answer = stub_summary(transcript, max_tokens);
     let completion_tokens = count_tokens(&answer) as u64;
     {
-        let mut counts = state.counts.lock().unwrap();
-        let c = counts.entry(asked.model.clone()).or_default();
+        let mut counts = counts.lock().unwrap();
+        let c = counts.entry(model.to_string()).or_default();
         c.calls += 1;
         c.prompt_tokens += prompt_tokens;
         c.completion_tokens += completion_tokens;
     }
-    Json(json!({
-        "id": "chatcmpl-stub",
-        "object": "chat.completion",
-        "created": 1741570283,
-        "model": snapshot(&asked.model),
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": answer, "refusal": null, "annotations": []},
-            "logprobs": null,
-            "finish_reason": "stop"
-        }],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}
-        },
-        "service_tier": "default",
-        "system_fingerprint": "fp_stub"
-    }))
-    .into_response()
+    stub::completion(snapshot(model), &answer, prompt_tokens, completion_tokens)
 }
 
 // --- the runs -------------------------------------------------------------------------
@@ -467,7 +330,7 @@ impl Cache for NoCache {
 fn chain(stub: &Stub, (model, price_in, price_out): (&str, f64, f64)) -> ChatChain {
     let config = ProviderConfig {
         name: "openai".into(),
-        base_url: stub.base_url.clone(),
+        base_url: stub.server.base_url(),
         api_key_env: None,
         model: model.into(),
         timeout_ms: 10_000,
@@ -724,8 +587,8 @@ async fn main() -> ExitCode {
     );
 
     let mut ok = true;
-    let violations = stub.state.violations.lock().unwrap().clone();
-    let requests = *stub.state.requests.lock().unwrap();
+    let violations = stub.server.violations();
+    let requests = stub.server.hits();
     println!("stub: {requests} requests, {} malformed", violations.len());
     for v in violations.iter().take(10) {
         println!("  malformed: {v}");
