@@ -21,6 +21,13 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
+/// `$VOXQ_MODEL_DIR`, else the clone's `models/whisper-tiny.en` (not relative to the
+/// test's working directory, which is `tests/`).
+pub fn model_dir() -> String {
+    std::env::var("VOXQ_MODEL_DIR")
+        .unwrap_or_else(|_| root().join("models/whisper-tiny.en").display().to_string())
+}
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -187,8 +194,7 @@ impl StackConfig {
                 std::env::var(name).unwrap_or_else(|_| "test".into()),
             );
         }
-        let model = std::env::var("VOXQ_MODEL_DIR")
-            .unwrap_or_else(|_| root().join("models/whisper-tiny.en").display().to_string());
+        let model = model_dir();
         let defaults = [
             ("VOXQ_MODEL_DIR", model.as_str()),
             ("VOXQ_INFERENCE_THREADS", "1"),
@@ -752,6 +758,7 @@ pub fn wait_port(port: u16, timeout: Duration) {
 pub fn local_transcripts(files: &[PathBuf]) -> HashMap<String, String> {
     let out = Command::new(bin("voxq-worker"))
         .args(["transcribe", "--format", "jsonl", "--threads", "1"])
+        .env("VOXQ_MODEL_DIR", model_dir())
         .args(files)
         .output()
         .expect("voxq-worker transcribe");
