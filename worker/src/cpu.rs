@@ -8,7 +8,8 @@
 //! `/proc/self/task/<tid>/schedstat` around each call. When several calls overlap, the
 //! replica threads' time during the call is shared equally among the calls in flight, so
 //! per-job figures are exact for one job at a time and a fair split otherwise.
-//! Time spent on the async runtime's threads (HTTP, JSON) is not counted.
+//! Time spent on the async runtime's threads (HTTP, JSON) is not counted, nor is that of
+//! threads the engine starts after loading (its intra-op threads when `threads` > 1).
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
