@@ -114,44 +114,56 @@ impl RedisCache {
     }
 }
 
+/// Longest a cache call may take: a Redis that is down or restarting must not hold a
+/// job (the cache is never the source of truth; a slow answer is a miss).
+const REDIS_CACHE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Cache for RedisCache {
     /// Counts in Redis, ignoring errors.
     fn count<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let _: Result<i64, _> = redis::cmd("INCR")
-                .arg(format!("{}:{name}", self.prefix))
-                .query_async(&mut conn)
-                .await;
+            let mut cmd = redis::cmd("INCR");
+            cmd.arg(format!("{}:{name}", self.prefix));
+            let incr = cmd.query_async::<i64>(&mut conn);
+            let _ = tokio::time::timeout(REDIS_CACHE_TIMEOUT, incr).await;
         })
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            redis::cmd("GET")
-                .arg(format!("{}:{key}", self.prefix))
-                .query_async::<Option<String>>(&mut conn)
-                .await
-                .unwrap_or_else(|e| {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(format!("{}:{key}", self.prefix));
+            let get = cmd.query_async::<Option<String>>(&mut conn);
+            match tokio::time::timeout(REDIS_CACHE_TIMEOUT, get).await {
+                Ok(Ok(value)) => value,
+                Ok(Err(e)) => {
                     tracing::debug!(error = %e, "cache read failed; treated as a miss");
                     None
-                })
+                }
+                Err(_) => {
+                    tracing::debug!("cache read timed out; treated as a miss");
+                    None
+                }
+            }
         })
     }
 
     fn set<'a>(&'a self, key: &'a str, value: String, ttl: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let r: Result<(), _> = redis::cmd("SET")
-                .arg(format!("{}:{key}", self.prefix))
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(format!("{}:{key}", self.prefix))
                 .arg(value)
                 .arg("EX")
-                .arg(ttl.as_secs().max(1))
-                .query_async(&mut conn)
-                .await;
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "cache write failed");
+                .arg(ttl.as_secs().max(1));
+            let set = cmd.query_async::<()>(&mut conn);
+            if !matches!(
+                tokio::time::timeout(REDIS_CACHE_TIMEOUT, set).await,
+                Ok(Ok(()))
+            ) {
+                tracing::debug!("cache write failed or timed out");
             }
         })
     }
