@@ -41,7 +41,7 @@ pub struct Served<T> {
 }
 
 impl Served<ChatResponse> {
-    /// Usage of a chat stage (`cpu_ms` left for the caller).
+    /// Usage of a chat stage (times left for the pipeline to measure).
     pub fn usage(&self) -> StageUsage {
         StageUsage {
             provider: self.provider.clone(),
@@ -57,8 +57,8 @@ impl Served<ChatResponse> {
 }
 
 impl Served<Transcript> {
-    /// Usage of a transcription stage, priced by audio duration (`cpu_ms` left for the
-    /// caller).
+    /// Usage of a transcription stage, priced by audio duration (times left for the
+    /// pipeline to measure).
     pub fn usage(&self) -> StageUsage {
         StageUsage {
             provider: self.provider.clone(),

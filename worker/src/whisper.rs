@@ -110,7 +110,6 @@ pub struct WhisperEngine {
     suppress_tokens: Vec<i32>,
     multilingual: bool,
     batch_size: usize,
-    replicas: usize,
 }
 
 impl WhisperEngine {
@@ -148,18 +147,7 @@ impl WhisperEngine {
             suppress_tokens,
             multilingual,
             batch_size: config.batch_size.max(1),
-            replicas: config.replicas.max(1),
         })
-    }
-
-    /// Recordings per model call.
-    pub fn batch_size(&self) -> usize {
-        self.batch_size
-    }
-
-    /// Model replicas: how many callers can run inference at once.
-    pub fn replicas(&self) -> usize {
-        self.replicas
     }
 
     /// Transcribes one recording of 16 kHz mono samples.

@@ -2,8 +2,6 @@
 //! a strict JSON schema. Rubrics: `language_learner` (fluency, grammar, vocabulary 0–10
 //! and short corrections) and `support` (urgency, sentiment, topic).
 
-use std::time::Instant;
-
 use providers::{ChatMessage, ChatRequest, ChatTiers, JsonSchema};
 use serde_json::{json, Value};
 use shared::domain::{ModelTier, Rubric, StageUsage};
@@ -67,7 +65,6 @@ impl RubricStage {
     /// The rubric's JSON answer and the usage; on failure a JSON
     /// `{"error": {"code", "message"}}` in its place (the transcript still stands).
     pub async fn run(&self, rubric: Rubric, text: &str, tier: ModelTier) -> (Value, StageUsage) {
-        let started = Instant::now();
         let name = rubric.as_str();
         let failed = |code: &str, message: String| {
             (
@@ -75,7 +72,6 @@ impl RubricStage {
                 StageUsage {
                     provider: "none".into(),
                     model: "none".into(),
-                    cpu_ms: started.elapsed().as_secs_f64() * 1e3,
                     ..StageUsage::default()
                 },
             )
@@ -95,8 +91,7 @@ impl RubricStage {
         };
         match chain.complete(&request).await {
             Ok(served) => {
-                let mut usage = served.usage();
-                usage.cpu_ms = started.elapsed().as_secs_f64() * 1e3;
+                let usage = served.usage();
                 let mut answer = served.value.json.clone().unwrap_or(Value::Null);
                 if let Some(obj) = answer.as_object_mut() {
                     obj.insert("name".into(), json!(name));

@@ -183,11 +183,6 @@ impl LocalWhisper {
             threads: Arc::new(threads),
         })
     }
-
-    /// Model replicas: how many recordings can be transcribed at once.
-    pub fn replicas(&self) -> usize {
-        self.engine.replicas()
-    }
 }
 
 impl Described for LocalWhisper {
