@@ -27,7 +27,8 @@ WORKDIR /src
 # Fetched before the sources are copied, so source changes do not fetch them again.
 COPY scripts/fetch-onednn.sh scripts/fetch-model.sh scripts/
 RUN bash scripts/fetch-onednn.sh
-RUN bash scripts/fetch-model.sh /models/whisper-tiny.en
+RUN bash scripts/fetch-model.sh /models/whisper-tiny.en \
+ && bash scripts/fetch-model.sh base /models/whisper-base
 
 COPY . .
 # Only the dev profile (optimised) exists for this repo: never --release (see Cargo.toml).
@@ -37,7 +38,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/build/target \
     CMAKE_PARALLEL="$(nproc)" cargo build --locked --workspace --bins \
  && mkdir -p /build/bin \
- && cp /build/target/debug/voxq-api /build/target/debug/voxq-worker /build/bin/
+ && cp /build/target/debug/voxq-api /build/target/debug/voxq-worker /build/target/debug/voxq /build/bin/
 
 # ---------------------------------------------------------------- runtime
 FROM debian:bookworm-slim
@@ -50,14 +51,17 @@ RUN apt-get update \
 
 COPY --from=builder /opt/voxq-onednn-3.1.0/lib/libdnnl.so.3 /opt/voxq-onednn-3.1.0/lib/
 COPY --from=builder /models/whisper-tiny.en /models/whisper-tiny.en
-COPY --from=builder /build/bin/voxq-api /build/bin/voxq-worker /usr/local/bin/
+COPY --from=builder /models/whisper-base /models/whisper-base
+COPY --from=builder /build/bin/voxq-api /build/bin/voxq-worker /build/bin/voxq /usr/local/bin/
 # Fails the build if a shared library is missing.
-RUN voxq-worker --version && voxq-api --version
+RUN voxq-worker --version && voxq-api --version && voxq --version
 
 RUN useradd --system --user-group --uid 10001 --create-home --home-dir /home/voxq voxq
 USER voxq
 WORKDIR /home/voxq
+# Jobs (and reprocessing) may ask for `model: base`, the multilingual base model.
 ENV VOXQ_MODEL_DIR=/models/whisper-tiny.en \
+    VOXQ_MODELS='{base="/models/whisper-base"}' \
     VOXQ_LISTEN_ADDR=0.0.0.0:8080
 EXPOSE 8080
 CMD ["voxq-api"]

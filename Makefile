@@ -9,6 +9,8 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/voxq-target
 export CMAKE_PARALLEL ?= $(shell nproc)
 MODEL_DIR ?= models/whisper-tiny.en
 export VOXQ_MODEL_DIR ?= $(CURDIR)/$(MODEL_DIR)
+BASE_MODEL_DIR ?= models/whisper-base
+export VOXQ_BASE_MODEL_DIR ?= $(CURDIR)/$(BASE_MODEL_DIR)
 WORKER := $(CARGO_TARGET_DIR)/debug/voxq-worker
 
 .PHONY: deps model build lint test demo bench fixtures clean-cache
@@ -19,6 +21,7 @@ deps:
 
 model:
 	scripts/fetch-model.sh $(MODEL_DIR)
+	scripts/fetch-model.sh base $(BASE_MODEL_DIR)
 
 build: deps
 	cargo build --workspace --all-targets

@@ -74,6 +74,9 @@ pub struct TranscriptionRequest {
     pub file_name: String,
     /// ISO 639-1 code; detected when absent.
     pub language: Option<String>,
+    /// The local engine's model, by its configured name (`JobOptions::model`); `None` is
+    /// the `default` one. Remote providers use their configured model and ignore it.
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -92,6 +92,7 @@ fn breaker(threshold: u32) -> BreakerConfig {
 
 fn voice_note(language: Option<&str>) -> TranscriptionRequest {
     TranscriptionRequest {
+        model: None,
         audio: bytes::Bytes::from_static(b"OggS\0fake voice note bytes"),
         decoded: None,
         file_name: "voice.oga".into(),

@@ -5,6 +5,7 @@
 //! with its default, in README.md ("Configuration"). S3 credentials come from the standard
 //! AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), never from this struct.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -94,8 +95,13 @@ pub struct Config {
     pub max_concurrent_requests: usize,
 
     // --- worker ---
-    /// faster-whisper model directory.
+    /// faster-whisper model directory: the model named `default`, which jobs that name
+    /// no model get.
     pub model_dir: PathBuf,
+    /// More faster-whisper model directories, by the name jobs ask for them with
+    /// (`JobOptions::model`), e.g. `{ base = "models/whisper-base" }`. A worker loads each
+    /// the first time a job asks for it. Naming `default` here replaces `model_dir`.
+    pub models: BTreeMap<String, PathBuf>,
     /// Jobs a worker process runs at once from the `interactive` lane.
     pub interactive_concurrency: usize,
     /// Jobs a worker process runs at once from the `bulk` lane.
@@ -121,6 +127,15 @@ pub struct Config {
     pub requeue_after_s: u64,
     /// How often the sweeper looks for jobs to (re-)enqueue, milliseconds.
     pub sweep_interval_ms: u64,
+    /// Bulk jobs the dispatcher keeps handed to Redis and not yet claimed, across the
+    /// fleet. The rest of the bulk backlog waits in PostgreSQL, where the dispatcher
+    /// picks it round-robin across tenants: a tenant's new jobs wait behind at most this
+    /// many, not behind another tenant's whole backlog. Set it near the fleet's total
+    /// `bulk_concurrency`.
+    pub bulk_queue_depth: usize,
+    /// How often the dispatcher tops the bulk lane up, milliseconds (at once again while
+    /// it has more to hand out).
+    pub dispatch_interval_ms: u64,
     /// Seconds the queue keeps the records of finished tasks before the sweeper deletes
     /// them (apalis-redis never does); the jobs themselves stay in PostgreSQL.
     pub queue_retention_s: u64,
@@ -192,6 +207,7 @@ impl Default for Config {
             body_timeout_s: 30,
             max_concurrent_requests: 512,
             model_dir: PathBuf::from("models/whisper-tiny.en"),
+            models: BTreeMap::new(),
             interactive_concurrency: 2,
             bulk_concurrency: 1,
             inference_threads: 0,
@@ -204,6 +220,8 @@ impl Default for Config {
             retry_max_ms: 60_000,
             requeue_after_s: 600,
             sweep_interval_ms: 2_000,
+            bulk_queue_depth: 8,
+            dispatch_interval_ms: 50,
             queue_retention_s: 3_600,
             shutdown_grace_s: 120,
             max_audio_s: 4.0 * 3600.0,
@@ -228,9 +246,11 @@ impl Default for Config {
 }
 
 /// `VOXQ_*` variables that are not settings of [`Config`]: read by the logger, the build
-/// (`VOXQ_ONEDNN_DIR`, see worker/onednn) or the test scripts. Every other `VOXQ_*`
-/// variable must name a setting, so a typo is refused instead of ignored.
+/// (`VOXQ_ONEDNN_DIR`, see worker/onednn) or the tests (`VOXQ_BASE_MODEL_DIR`, exported
+/// by the Makefile). Every other `VOXQ_*` variable must name a setting, so a typo is
+/// refused instead of ignored.
 const NOT_SETTINGS: &[&str] = &[
+    "base_model_dir",
     "config",
     "log",
     "log_format",
@@ -281,6 +301,17 @@ fn cidr<E: serde::de::Error>(s: &str) -> Result<IpNet, E> {
         .map_err(|_| E::custom(format!("'{s}' is not a CIDR (e.g. 10.1.0.0/16)")))
 }
 
+/// The name of the model in [`Config::model_dir`], which jobs that name none get.
+pub const DEFAULT_MODEL: &str = "default";
+
+/// A model name as jobs give it: 1 to 64 ASCII letters, digits, `.`, `_` and `-`.
+fn valid_model_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// The fetch port rule (see [`Config::fetch_port_allowed`]).
 pub fn port_allowed(port: u16, allow_http: bool, allow_ports: &[u16]) -> bool {
     port == 443 || (port == 80 && allow_http) || allow_ports.contains(&port)
@@ -324,6 +355,11 @@ impl Config {
         if self.transcribe_order.is_empty() {
             return invalid("transcribe_order is empty".into());
         }
+        if let Some(name) = self.models.keys().find(|n| !valid_model_name(n)) {
+            return invalid(format!(
+                "models names '{name}': a model name is 1 to 64 of a-z, A-Z, 0-9, '.', '_' and '-'"
+            ));
+        }
         for name in &self.transcribe_order {
             if name != LOCAL_PROVIDER && !self.transcribe_providers.iter().any(|p| &p.name == name)
             {
@@ -333,6 +369,20 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Every local model directory by name: [`Config::models`], plus `default` (the
+    /// [`Config::model_dir`]) unless `models` names `default` itself.
+    pub fn model_dirs(&self) -> BTreeMap<String, PathBuf> {
+        let mut dirs = self.models.clone();
+        dirs.entry(DEFAULT_MODEL.to_string())
+            .or_insert_with(|| self.model_dir.clone());
+        dirs
+    }
+
+    /// Whether `name` is a local model of [`Config::model_dirs`].
+    pub fn has_model(&self, name: &str) -> bool {
+        name == DEFAULT_MODEL || self.models.contains_key(name)
     }
 
     /// How long a `processing` job may go untouched before its run counts as lost (its
@@ -452,6 +502,55 @@ mod tests {
     }
 
     #[test]
+    fn named_models_from_a_file_or_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            let config = Config::load().expect("loads");
+            let default = PathBuf::from("models/whisper-tiny.en");
+            assert_eq!(
+                config.model_dirs(),
+                BTreeMap::from([("default".to_string(), default.clone())])
+            );
+            assert!(config.has_model("default") && !config.has_model("base"));
+
+            jail.create_file("voxq.toml", "models = { base = \"models/whisper-base\" }\n")?;
+            jail.set_env("VOXQ_CONFIG", "voxq.toml");
+            let config = Config::load().expect("loads");
+            assert_eq!(
+                config.model_dirs(),
+                BTreeMap::from([
+                    ("base".to_string(), PathBuf::from("models/whisper-base")),
+                    ("default".to_string(), default.clone()),
+                ])
+            );
+            assert!(config.has_model("base") && !config.has_model("small"));
+
+            // The environment's form is a TOML-like inline table; it is merged with the
+            // file's (figment merges dictionaries key by key).
+            jail.set_env(
+                "VOXQ_MODELS",
+                "{small = \"/m/whisper-small\", default = \"/m/whisper-tiny\"}",
+            );
+            jail.set_env("VOXQ_MODEL_DIR", "/ignored/because/default/is/named");
+            let config = Config::load().expect("loads");
+            assert_eq!(
+                config.model_dirs(),
+                BTreeMap::from([
+                    ("base".to_string(), PathBuf::from("models/whisper-base")),
+                    ("default".to_string(), PathBuf::from("/m/whisper-tiny")),
+                    ("small".to_string(), PathBuf::from("/m/whisper-small")),
+                ])
+            );
+            assert!(config.has_model("small") && config.has_model("default"));
+
+            jail.set_env("VOXQ_MODELS", "{\"a b\" = \"/m\"}");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("'a b'"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_values_are_refused_with_the_field_named() {
         figment::Jail::expect_with(|jail| {
             jail.clear_env();
@@ -467,7 +566,9 @@ mod tests {
             // The build's and the logger's variables are not settings, and not refused.
             jail.set_env("VOXQ_ONEDNN_DIR", "/opt/onednn");
             jail.set_env("VOXQ_LOG", "debug");
-            Config::load().expect("VOXQ_ONEDNN_DIR and VOXQ_LOG are not settings");
+            jail.set_env("VOXQ_BASE_MODEL_DIR", "/models/whisper-base");
+            Config::load()
+                .expect("VOXQ_ONEDNN_DIR, VOXQ_LOG and VOXQ_BASE_MODEL_DIR are not settings");
             jail.set_env("VOXQ_NO_SUCH_SETTING", "1");
             let err = Config::load().unwrap_err().to_string();
             assert!(err.contains("no_such_setting"), "{err}");

@@ -85,16 +85,39 @@ pub enum JobStatus {
     Processing,
     Completed,
     Failed,
+    /// Held: its batch is paused; it waits without being dispatched.
+    Paused,
+    /// Its batch was cancelled before it ran; it never will.
+    Cancelled,
 }
 
 impl JobStatus {
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Queued,
+        JobStatus::Processing,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Paused,
+        JobStatus::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
             JobStatus::Processing => "processing",
             JobStatus::Completed => "completed",
             JobStatus::Failed => "failed",
+            JobStatus::Paused => "paused",
+            JobStatus::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether the job will not run again unless it is reprocessed.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
     }
 }
 
@@ -106,6 +129,8 @@ impl std::str::FromStr for JobStatus {
             "processing" => Ok(JobStatus::Processing),
             "completed" => Ok(JobStatus::Completed),
             "failed" => Ok(JobStatus::Failed),
+            "paused" => Ok(JobStatus::Paused),
+            "cancelled" => Ok(JobStatus::Cancelled),
             other => Err(format!("unknown job status '{other}'")),
         }
     }
@@ -204,6 +229,10 @@ pub struct JobOptions {
     /// Rubric scored by the chat model (`language_learner`, `support`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rubric: Option<Rubric>,
+    /// Local Whisper model, by its configured name (`base`); `None` is the model named
+    /// `default` (the worker's `model_dir`). Remote providers use their own model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl Default for JobOptions {
@@ -214,6 +243,7 @@ impl Default for JobOptions {
             summary: SummaryMode::default(),
             summary_model: ModelTier::default(),
             rubric: None,
+            model: None,
         }
     }
 }

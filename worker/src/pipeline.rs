@@ -121,7 +121,12 @@ impl Pipeline {
         // another submitted.
         let cache_key = self
             .transcribe
-            .cache_key(job.tenant, &fetched, options.language.as_deref())
+            .cache_key(
+                job.tenant,
+                &fetched,
+                options.language.as_deref(),
+                options.model.as_deref(),
+            )
             .await;
         let cached = match &cache_key {
             Some(key) => self.transcribe.cached(key).await,
@@ -148,6 +153,7 @@ impl Pipeline {
                         audio: file,
                         file_name: format!("audio.{}", ext.as_deref().unwrap_or("wav")),
                         language: options.language.clone(),
+                        model: options.model.clone(),
                         decoded: Some(audio.clone()),
                     };
                     self.transcribe.run(&request).await

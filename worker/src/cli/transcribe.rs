@@ -1,5 +1,6 @@
 //! `voxq-worker transcribe`: local mode, the embedded default.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use audio::DecodeLimits;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use providers::{BreakerConfig, ChatTiers, Transcriber, TranscriberChain};
 use shared::cache::{Cache, MemoryCache};
-use shared::config::SummaryPolicy;
+use shared::config::{SummaryPolicy, DEFAULT_MODEL};
 use shared::domain::JobOptions;
 use voxq_worker::local;
 use voxq_worker::output::{Format, Writer};
@@ -95,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }),
         transcribe: TranscribeStage::new(
             TranscriberChain::new(vec![engine], BreakerConfig::default()),
+            &BTreeMap::from([(DEFAULT_MODEL.to_string(), model_dir)]),
             Some((cache.clone(), CACHE_TTL)),
         ),
         score: Arc::new(ScoreStage::new(ScoreConfig::default())),

@@ -94,6 +94,8 @@ fn public_message(code: &str) -> &'static str {
         "invalid-source" => "the audio URL cannot be fetched",
         "no-provider" => "no transcription provider is available",
         "internal-error" => "an internal error stopped this job",
+        "unknown-model" => "the job names a transcription model this service does not have",
+        "model-unavailable" => "the transcription model the job names could not be loaded",
         c if c.starts_with("provider") || c.starts_with("upstream") => {
             "the transcription provider failed"
         }
