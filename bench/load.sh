@@ -25,8 +25,19 @@
 #       no rate control). Latency is measured from each request's due time, so stalls
 #       are not hidden (no coordinated omission); the generator's own lag is reported,
 #       and a run that could not offer the rate is flagged.
+#    c. POST /v1/batches: a JSONL body of BENCH_BATCH_ITEMS (100,000) items in one request,
+#       BENCH_BATCH_REPEAT (3) times, bulk lane (rows inserted with UNNEST, handed to Redis
+#       later by the dispatcher) and interactive lane (also pushed to Redis, pipelined, in
+#       the request): items/s = items / the request's total time (curl), which includes
+#       uploading and validating every line.
 # 4. redis-benchmark (SET, LPUSH, RPOP; -P 1 and -P 16) against the same Redis, in its own
-#    logical database (BENCH_REDIS_DB); the two keys it writes are deleted afterwards.
+#    logical database (BENCH_REDIS_DB); the two keys it writes are deleted afterwards:
+#    LPUSH -P 16 is the ceiling of any enqueue path through this Redis.
+# 5. Fairness of the bulk lane: the worker runs again (VOXQ_BULK_CONCURRENCY 4,
+#    VOXQ_BULK_QUEUE_DEPTH 8 unless set); tenant A submits a batch of BENCH_FAIR_BACKLOG
+#    (5,000) items, and once 100 of them are done tenant B submits 5. Printed: how many of
+#    A's jobs started between B's submission and the start of B's last job (B's wait in
+#    job-service-times, times the concurrency), B's wait in ms, and A's backlog left.
 #
 # The load generators run on the same machine as the services and take CPU from them:
 # figures are for this whole machine, not for the API alone. The machine may be shared:
@@ -57,6 +68,9 @@ rate=${BENCH_RATE:-500}
 rate_s=${BENCH_RATE_S:-20}
 rate_conns=${BENCH_RATE_CONNECTIONS:-64}
 redis_db=${BENCH_REDIS_DB:-15}
+batch_items=${BENCH_BATCH_ITEMS:-100000}
+batch_repeat=${BENCH_BATCH_REPEAT:-3}
+fair_backlog=${BENCH_FAIR_BACKLOG:-5000}
 s3_port=${VOXQ_TEST_S3_PORT:-9000}
 
 log() { echo "load: $*" >&2; }
@@ -276,6 +290,37 @@ row "POST /v1/jobs, open loop at $rate/s ${rate_s}s" "$(jfield "$work/rate.json"
   "$(jfield "$work/rate.json" 'o["latency_ms"]["p99"]')" \
   "$cpu_rate; $r_ok/$r_sent 2xx, errors $(jfield "$work/rate.json" 'o["errors"] or 0'), offered $r_offered req/s, generator lag p99 $r_lag ms: $r_verdict"
 
+# --- 3c. POST /v1/batches: many jobs per request ---
+manifest() { # manifest N FILE: N JSONL items naming the uploaded fixture
+  python3 - "$1" "$audio_url" >"$2" <<'PY'
+import json, sys
+n, url = int(sys.argv[1]), sys.argv[2]
+sys.stdout.write("".join(json.dumps({"audio_url": url, "custom_id": f"m{i}"}) + "\n" for i in range(n)))
+PY
+}
+manifest "$batch_items" "$work/batch.jsonl"
+for lane in bulk interactive; do
+  cpu_mark "batch-$lane"
+  best=0; times=()
+  for i in $(seq "$batch_repeat"); do
+    out=$(curl -sS -o "$work/batch.$lane.$i.json" -w '%{http_code} %{time_total}' "${auth[@]}" \
+      -H 'Content-Type: application/x-ndjson' --data-binary @"$work/batch.jsonl" "$base/v1/batches?lane=$lane")
+    read -r code secs <<<"$out"
+    [ "$code" = 202 ] || { cat "$work/batch.$lane.$i.json" >&2; die "POST /v1/batches answered $code"; }
+    rate=$(python3 -c "print(round($batch_items / $secs))")
+    times+=("${secs}s")
+    [ "$rate" -gt "$best" ] && best=$rate
+  done
+  cpu_done "batch-$lane"
+  if [ "$lane" = bulk ]; then what="stored in PostgreSQL"; else what="stored and pushed to Redis"; fi
+  row "POST /v1/batches, $batch_items items, lane $lane" "$best jobs/s" "-" "-" "-" \
+    "$cpu_note; best of $batch_repeat requests (${times[*]}), $what"
+done
+# The interactive batches are in Redis now and the bulk ones wait for a dispatcher:
+# neither may reach the fairness measurement's worker.
+sql -c "UPDATE jobs SET status = 'cancelled' WHERE status = 'queued'" -c "UPDATE batches SET status = 'cancelled' WHERE status = 'running'"
+redis-cli -h 127.0.0.1 -p 6379 --scan --pattern "$prefix:*" | xargs -r -n 500 redis-cli -h 127.0.0.1 -p 6379 del >/dev/null
+
 # --- 4. redis-benchmark, the peer reference ---
 cpu_mark redis-benchmark
 for k in "key:__rand_int__" mylist; do
@@ -292,6 +337,46 @@ for pipeline in 1 16; do
 done
 cpu_done redis-benchmark
 rows+=("    (redis-benchmark: $cpu_note)")
+
+# --- 5. fairness of the bulk lane ---
+export VOXQ_BULK_CONCURRENCY=${VOXQ_BULK_CONCURRENCY:-4} VOXQ_BULK_QUEUE_DEPTH=${VOXQ_BULK_QUEUE_DEPTH:-8}
+VOXQ_BENCH_NOOP_TRANSCRIBE=true "$worker_bin" run >"$work/worker2.log" 2>&1 &
+worker_pid=$!; pids+=("$worker_pid")
+key_b=$("$api_bin" keys create --tenant bench-b 2>>"$work/api.log" | tail -1)
+smoke_b=$(curl -fsS -H "Authorization: Bearer $key_b" -F "file=@$fixture" "$base/v1/jobs") || die "upload as B failed"
+url_b=$(sql -c "SELECT source FROM jobs WHERE id = '$(python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])' <<<"$smoke_b")'")
+manifest "$fair_backlog" "$work/fair-a.jsonl"
+cpu_mark fairness
+a_batch=$(curl -fsS "${auth[@]}" -H 'Content-Type: application/x-ndjson' --data-binary @"$work/fair-a.jsonl" "$base/v1/batches" \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+for _ in $(seq 1200); do
+  [ "$(sql -c "SELECT count(*) FROM jobs WHERE batch_id = '$a_batch' AND status = 'completed'")" -ge 100 ] && break
+  sleep 0.1
+done
+b_batch=$(python3 -c "
+import json
+print(''.join(json.dumps({'audio_url': '$url_b', 'custom_id': f'b{i}'}) + '\n' for i in range(5)))" \
+  | curl -fsS -H "Authorization: Bearer $key_b" -H 'Content-Type: application/x-ndjson' --data-binary @- "$base/v1/batches" \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+for _ in $(seq 1200); do
+  [ "$(sql -c "SELECT count(*) FROM jobs WHERE batch_id = '$b_batch' AND status = 'completed'")" -ge 5 ] && break
+  sleep 0.1
+done
+cpu_done fairness
+read -r f_between f_wait_ms f_left f_svc_ms <<<"$(sql -F ' ' <<SQL
+WITH b AS (SELECT (SELECT created_at FROM batches WHERE id = '$b_batch') AS submitted,
+                  (SELECT max(started_at) FROM jobs WHERE batch_id = '$b_batch') AS last_start),
+     a AS (SELECT count(*) AS done, extract(epoch FROM max(finished_at) - min(started_at)) * 1000 AS span
+           FROM jobs WHERE batch_id = '$a_batch' AND status = 'completed')
+SELECT (SELECT count(*) FROM jobs, b WHERE batch_id = '$a_batch' AND started_at > b.submitted AND started_at <= b.last_start),
+       round((extract(epoch FROM b.last_start - b.submitted) * 1000)::numeric),
+       (SELECT count(*) FROM jobs WHERE batch_id = '$a_batch' AND status = 'queued'),
+       round((a.span / greatest(a.done, 1) * $VOXQ_BULK_CONCURRENCY)::numeric, 1)
+FROM a, b
+SQL
+)"
+row "fairness: B's 5 jobs behind A's $fair_backlog" "$f_between A-jobs" "-" "-" "-" \
+  "$cpu_note; B's last job started $f_wait_ms ms after B submitted (A's job service time ~$f_svc_ms ms at concurrency $VOXQ_BULK_CONCURRENCY, depth $VOXQ_BULK_QUEUE_DEPTH); A still had $f_left queued"
 
 # --- summary ---
 echo

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 
 use crate::auth::{AuthGuard, RateLimiter};
 use crate::error::ApiError;
-use crate::{health, jobs};
+use crate::{batches, health, jobs, reprocess};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -36,9 +36,23 @@ pub fn router(state: AppState) -> Router {
         .unwrap_or(usize::MAX)
         .saturating_add(64 * 1024);
     Router::new()
-        .route("/v1/jobs", post(jobs::create))
+        .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/versions", get(jobs::versions))
+        .route("/v1/jobs/{id}/reprocess", post(reprocess::one))
+        .route("/v1/reprocess", post(reprocess::by_filter))
+        .route("/v1/batches", get(batches::list))
+        .route("/v1/batches/{id}", get(batches::get))
+        .route("/v1/batches/{id}/results", get(batches::results))
+        .route("/v1/batches/{id}/pause", post(batches::pause))
+        .route("/v1/batches/{id}/resume", post(batches::resume))
+        .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .layer(DefaultBodyLimit::max(body_limit))
+        // A batch carries up to 100,000 items, or up to 1,000 uploaded files.
+        .route(
+            "/v1/batches",
+            post(batches::create).layer(DefaultBodyLimit::max(batches::MAX_UPLOAD_BODY_BYTES)),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             limit_in_flight,

@@ -17,6 +17,25 @@ pub enum ApiError {
     ForbiddenPort(u16),
     #[error("job not found")]
     NotFound,
+    #[error("batch not found")]
+    BatchNotFound,
+    #[error("this job has no result version {0}")]
+    VersionNotFound(i32),
+    #[error("{count} invalid item(s); nothing was created")]
+    InvalidItems {
+        count: usize,
+        errors: Vec<ItemError>,
+    },
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error("{0}")]
+    Conflict(String),
+    /// A tenant limit (`daily-quota-exceeded`, `concurrency-limit`).
+    #[error("{message}")]
+    LimitExceeded { code: &'static str, message: String },
+    /// An option the tenant may not use (`strong-model-not-allowed`, `rubrics-not-allowed`).
+    #[error("{message}")]
+    NotAllowed { code: &'static str, message: String },
     #[error("{0}")]
     BadRequest(String),
     #[error("upload larger than {limit} bytes")]
@@ -44,7 +63,15 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "missing-scope"),
             Self::ForbiddenSource => (StatusCode::FORBIDDEN, "forbidden-source"),
             Self::ForbiddenPort(_) => (StatusCode::BAD_REQUEST, "forbidden-port"),
-            Self::NotFound => (StatusCode::NOT_FOUND, "not-found"),
+            Self::NotFound | Self::BatchNotFound => (StatusCode::NOT_FOUND, "not-found"),
+            Self::VersionNotFound(_) => (StatusCode::NOT_FOUND, "version-not-found"),
+            Self::InvalidItems { .. } => (StatusCode::BAD_REQUEST, "invalid-items"),
+            Self::IdempotencyKeyReused => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused")
+            }
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::LimitExceeded { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
+            Self::NotAllowed { code, .. } => (StatusCode::FORBIDDEN, code),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "file-too-large"),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large"),
@@ -61,7 +88,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
+        let mut error = json!({"code": code, "message": self.to_string()});
+        if let Self::InvalidItems { errors, .. } = &self {
+            error["errors"] = json!(errors);
+        }
+        let body = Json(json!({ "error": error }));
         let mut response = (status, body).into_response();
         match &self {
             Self::RateLimited { retry_after_s } | Self::AuthRateLimited { retry_after_s } => {
@@ -88,6 +119,14 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// One bad item of a batch: its 1-based line (JSONL) or index (`items`), and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ItemError {
+    pub line: usize,
+    pub code: &'static str,
+    pub message: String,
 }
 
 /// A database error seen by a request: logged in full, answered as 503.

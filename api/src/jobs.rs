@@ -1,18 +1,23 @@
-//! `POST /v1/jobs` and `GET /v1/jobs/{id}`.
+//! `POST /v1/jobs`, `GET /v1/jobs` (listing), `GET /v1/jobs/{id}` and its versions.
 
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use shared::db::batch::{Created, Idempotency, JobFilter};
 use shared::db::NewJob;
-use shared::domain::{AudioSource, JobOptions, Lane, ModelTier, Rubric, SummaryMode, Task};
+use shared::domain::{AudioSource, JobStatus, Lane, ModelTier, SummaryMode, Task};
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::idempotency;
+use crate::options::{self, RawOptions};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,17 +35,8 @@ struct CreateJson {
     summary_model: Option<ModelTier>,
     #[serde(default)]
     rubric: Option<String>,
-}
-
-/// Options given as text (multipart fields, or JSON converted to text).
-#[derive(Debug, Default)]
-struct RawOptions {
-    lane: Option<String>,
-    language: Option<String>,
-    tasks: Option<Vec<Task>>,
-    summary: Option<SummaryMode>,
-    summary_model: Option<ModelTier>,
-    rubric: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
 }
 
 /// Largest JSON body of `POST /v1/jobs`: a URL and a few options.
@@ -49,11 +45,6 @@ const MAX_JSON_BYTES: usize = 64 * 1024;
 const MAX_URL_BYTES: usize = 2 * 1024;
 /// Longest text field of a multipart form.
 const MAX_FIELD_BYTES: usize = 1024;
-
-fn parse_enum<T: serde::de::DeserializeOwned>(field: &str, value: &str) -> Result<T, ApiError> {
-    serde_json::from_value(serde_json::Value::String(value.trim().to_string()))
-        .map_err(|_| ApiError::BadRequest(format!("invalid {field} '{}'", value.trim())))
-}
 
 /// Accepts JSON `{"audio_url", options…}` or a multipart form with one `file` part
 /// (stored in S3 by the API) and option fields. Every field is checked before anything
@@ -66,18 +57,34 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     caller.require("jobs:write")?;
     let id = Uuid::new_v4();
+    let idem_key = idempotency::key(request.headers())?;
+    let limits = shared::db::batch::tenant_limits(&state.db, caller.tenant_id()).await?;
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let (source, uploaded) = if content_type.starts_with("multipart/form-data") {
+    let source = if content_type.starts_with("multipart/form-data") {
         let form = Multipart::from_request(request, &state)
             .await
             .map_err(|e| ApiError::BadRequest(format!("invalid multipart body: {e}")))?;
         let form = read_form(&state, form).await?;
-        let options = validate_options(form.raw)?;
+        let options = options::validate(form.raw, Lane::Interactive, &state.config)?;
+        options::check_allowed(&options.1, &limits)?;
+        let idem = idem_key.map(|key| Idempotency {
+            key,
+            request_hash: form.hash.clone(),
+        });
+        // A retry of an upload that created its job already: answer it before storing
+        // the audio a second time.
+        if let Some(idem) = &idem {
+            if let Some(prior) =
+                shared::db::batch::find_idempotent_job(&state.db, caller.tenant_id(), idem).await?
+            {
+                return replayed(prior);
+            }
+        }
         let key = match &form.ext {
             Some(ext) => format!("uploads/{}/{id}.{ext}", caller.tenant_id()),
             None => format!("uploads/{}/{id}", caller.tenant_id()),
@@ -91,9 +98,13 @@ pub async fn create(
                 ApiError::Unavailable("object storage")
             })?;
         let source = format!("s3://{}/{key}", state.objects.bucket());
-        ((source, options), Some(key))
+        ((source, options), Some(key), idem)
     } else if content_type.starts_with("application/json") {
         let body = read_body(request, &state).await?;
+        let idem = idem_key.map(|key| Idempotency {
+            key,
+            request_hash: idempotency::hash_parts([b"json".as_slice(), &body]),
+        });
         let body: CreateJson = serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
         if body.audio_url.len() > MAX_URL_BYTES {
@@ -109,24 +120,19 @@ pub async fn create(
             summary: body.summary,
             summary_model: body.summary_model,
             rubric: body.rubric,
+            model: body.model,
         };
-        let options = validate_options(raw)?;
-        let source = AudioSource::parse(&body.audio_url, state.config.fetch_allow_http)
-            .map_err(ApiError::BadRequest)?;
-        if let AudioSource::Url(url) = &source {
-            let port = url.port_or_known_default().unwrap_or(443);
-            if !state.config.fetch_port_allowed(port) {
-                return Err(ApiError::ForbiddenPort(port));
-            }
-        }
+        let options = options::validate(raw, Lane::Interactive, &state.config)?;
+        options::check_allowed(&options.1, &limits)?;
+        let source = parse_url(&state, &body.audio_url)?;
         check_source(&state, &caller, &source).await?;
-        ((body.audio_url, options), None)
+        ((body.audio_url, options), None, idem)
     } else {
         return Err(ApiError::BadRequest(
             "send application/json with audio_url, or multipart/form-data with a file part".into(),
         ));
     };
-    let (source, (lane, options)) = source;
+    let ((source, (lane, options)), uploaded, idem) = source;
     let job = NewJob {
         id,
         tenant_id: caller.tenant_id(),
@@ -134,18 +140,54 @@ pub async fn create(
         source,
         options,
     };
-    if let Err(e) = shared::db::insert_job(&state.db, &job).await {
-        // Nothing may outlive a refused request: the upload goes too.
+    let stored = async {
+        options::check_daily_quota(&state.db, caller.tenant_id(), &limits, 1).await?;
+        if let Some(max) = limits.max_concurrent {
+            let active =
+                shared::db::batch::active_jobs(&state.db, caller.tenant_id(), lane).await?;
+            if active >= i64::from(max) {
+                return Err(ApiError::LimitExceeded {
+                    code: "concurrency-limit",
+                    message: format!(
+                        "this tenant may have {max} jobs waiting or running in the {} lane; \
+                         retry when one finishes",
+                        lane.as_str()
+                    ),
+                });
+            }
+        }
+        Ok(match &idem {
+            Some(idem) => shared::db::batch::insert_job_idempotent(&state.db, &job, idem).await?,
+            None => {
+                shared::db::insert_job(&state.db, &job).await?;
+                Created::New(id)
+            }
+        })
+    }
+    .await;
+    let outcome = match stored {
+        Ok(Created::New(_)) => None,
+        other => Some(other),
+    };
+    if let Some(outcome) = outcome {
+        // Nothing may outlive a request that created nothing: the upload goes too.
         if let Some(key) = uploaded {
             if let Err(de) = state.objects.delete(&key).await {
                 tracing::warn!(error = %de, key, "cannot delete the upload of a refused job");
             }
         }
-        return Err(e.into());
+        return replayed(outcome?);
     }
-    // The job is durable now. If Redis is down the enqueue sweeper pushes it later.
-    match state.queue.push(id, lane, 0, None).await {
-        Ok(()) => {
+    // The job is durable now. A bulk job waits for the fair dispatcher (worker); an
+    // interactive one goes to Redis at once, and if Redis is down the sweeper pushes it.
+    let pushed = if lane == Lane::Bulk {
+        Ok(None)
+    } else {
+        state.queue.push(id, lane, 0, None).await.map(Some)
+    };
+    match pushed {
+        Ok(None) => {}
+        Ok(Some(())) => {
             if let Err(e) = shared::db::mark_enqueued(&state.db, &[id]).await {
                 tracing::warn!(job = %id, error = %e, "job enqueued but not marked; the sweeper re-pushes it (a no-op)");
             }
@@ -182,47 +224,14 @@ async fn read_body(request: Request, state: &AppState) -> Result<bytes::Bytes, A
     }
 }
 
-/// Every option checked and resolved to its typed value.
-fn validate_options(raw: RawOptions) -> Result<(Lane, JobOptions), ApiError> {
-    let lane = match raw.lane.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => Lane::Interactive,
-        Some(s) => s.parse().map_err(ApiError::BadRequest)?,
-    };
-    let language = match raw.language.map(|l| l.trim().to_ascii_lowercase()) {
-        Some(l) if l.is_empty() => None,
-        Some(l) if l.len() > 8 || !l.chars().all(|c| c.is_ascii_alphabetic() || c == '-') => {
-            return Err(ApiError::BadRequest(format!("invalid language '{l}'")))
-        }
-        other => other,
-    };
-    let rubric = match raw
-        .rubric
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-    {
-        None => None,
-        Some(r) => Some(r.parse::<Rubric>().map_err(ApiError::BadRequest)?),
-    };
-    let tasks = raw.tasks.unwrap_or_else(|| JobOptions::default().tasks);
-    Ok((
-        lane,
-        JobOptions {
-            language,
-            tasks,
-            summary: raw.summary.unwrap_or_default(),
-            summary_model: raw.summary_model.unwrap_or_default(),
-            rubric,
-        },
-    ))
-}
-
 /// A multipart form read to the end: the file on local disk, the options as text.
 struct Form {
     file: TempUpload,
     ext: Option<String>,
     content_type: String,
     raw: RawOptions,
+    /// SHA-256 of every field in order, for `Idempotency-Key`.
+    hash: Vec<u8>,
 }
 
 /// An upload spooled to a local file, removed when dropped.
@@ -249,6 +258,7 @@ async fn read_form(state: &AppState, mut form: Multipart) -> Result<Form, ApiErr
     let stall = state.config.body_timeout();
     let mut raw = RawOptions::default();
     let mut file: Option<(TempUpload, Option<String>, String)> = None;
+    let mut hash = Sha256::new();
     while let Some(mut field) = timed(stall, form.next_field())
         .await?
         .map_err(|e| multipart_error(e, limit))?
@@ -281,10 +291,14 @@ async fn read_form(state: &AppState, mut form: Multipart) -> Result<Form, ApiErr
                     ApiError::Unavailable("upload storage")
                 })?;
                 let mut written: u64 = 0;
+                hash.update(b"\0file\0");
+                hash.update(field.file_name().unwrap_or("").as_bytes());
+                hash.update(b"\0");
                 while let Some(chunk) = timed(stall, field.chunk())
                     .await?
                     .map_err(|e| multipart_error(e, limit))?
                 {
+                    hash.update(&chunk);
                     written += chunk.len() as u64;
                     if written > limit {
                         return Err(ApiError::TooLarge { limit });
@@ -302,7 +316,7 @@ async fn read_form(state: &AppState, mut form: Multipart) -> Result<Form, ApiErr
                 }
                 file = Some((spool, ext, content_type));
             }
-            name @ ("lane" | "language" | "tasks" | "summary" | "summary_model" | "rubric") => {
+            name if options::FIELDS.contains(&name) => {
                 let name = name.to_string();
                 let mut value = Vec::new();
                 while let Some(chunk) = timed(stall, field.chunk())
@@ -319,29 +333,13 @@ async fn read_form(state: &AppState, mut form: Multipart) -> Result<Form, ApiErr
                 }
                 let value = String::from_utf8(value)
                     .map_err(|_| ApiError::BadRequest(format!("field '{name}' is not UTF-8")))?;
-                match name.as_str() {
-                    "lane" => raw.lane = Some(value),
-                    "language" => raw.language = Some(value),
-                    "rubric" => raw.rubric = Some(value),
-                    "summary" => raw.summary = Some(parse_enum("summary", &value)?),
-                    "summary_model" => {
-                        raw.summary_model = Some(parse_enum("summary_model", &value)?)
-                    }
-                    _ => {
-                        raw.tasks = Some(
-                            value
-                                .split(',')
-                                .filter(|t| !t.trim().is_empty())
-                                .map(|t| parse_enum("task", t))
-                                .collect::<Result<_, _>>()?,
-                        )
-                    }
-                }
+                hash.update(idempotency::hash_parts([name.as_bytes(), value.as_bytes()]));
+                raw.set_text(&name, &value)?;
             }
             other => {
                 let other: String = other.chars().take(64).collect();
                 return Err(ApiError::BadRequest(format!(
-                    "unknown form field '{other}' (file, language, lane, tasks, summary, summary_model, rubric)"
+                    "unknown form field '{other}' (file, language, lane, tasks, summary, summary_model, rubric, model)"
                 )));
             }
         }
@@ -353,22 +351,16 @@ async fn read_form(state: &AppState, mut form: Multipart) -> Result<Form, ApiErr
         ext,
         content_type,
         raw,
+        hash: hash.finalize().to_vec(),
     })
 }
 
 /// The static name of a known form field.
 fn field_name(name: &str) -> &'static str {
-    [
-        "lane",
-        "language",
-        "tasks",
-        "summary",
-        "summary_model",
-        "rubric",
-    ]
-    .into_iter()
-    .find(|n| *n == name)
-    .unwrap_or("field")
+    options::FIELDS
+        .into_iter()
+        .find(|n| *n == name)
+        .unwrap_or("field")
 }
 
 /// Awaits a piece of the request body, or answers 408 when the client stalls.
@@ -412,15 +404,172 @@ async fn check_source(
     Ok(())
 }
 
+/// Answers a create that an `Idempotency-Key` had already answered.
+fn replayed(prior: Created) -> Result<Response, ApiError> {
+    match prior {
+        Created::KeyReused => Err(ApiError::IdempotencyKeyReused),
+        Created::New(id) | Created::Replayed(id) => Ok((
+            StatusCode::ACCEPTED,
+            [
+                (
+                    header::LOCATION,
+                    HeaderValue::from_str(&format!("/v1/jobs/{id}")).expect("ascii"),
+                ),
+                (
+                    idempotency::REPLAYED.clone(),
+                    HeaderValue::from_static("true"),
+                ),
+            ],
+            Json(json!({"id": id, "status": "queued"})),
+        )
+            .into_response()),
+    }
+}
+
+/// An `audio_url` parsed, with its port checked.
+pub fn parse_url(state: &AppState, url: &str) -> Result<AudioSource, ApiError> {
+    if url.len() > MAX_URL_BYTES {
+        return Err(ApiError::FieldTooLong {
+            field: "audio_url",
+            limit: MAX_URL_BYTES,
+        });
+    }
+    let source =
+        AudioSource::parse(url, state.config.fetch_allow_http).map_err(ApiError::BadRequest)?;
+    if let AudioSource::Url(url) = &source {
+        let port = url.port_or_known_default().unwrap_or(443);
+        if !state.config.fetch_port_allowed(port) {
+            return Err(ApiError::ForbiddenPort(port));
+        }
+    }
+    Ok(source)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetQuery {
+    #[serde(default)]
+    version: Option<i32>,
+}
+
 pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<GetQuery>,
+) -> Result<Response, ApiError> {
+    caller.require("jobs:read")?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let job = shared::db::get_job(&state.db, caller.tenant_id(), id, q.version)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if let (Some(v), None) = (q.version, job.version) {
+        return Err(ApiError::VersionNotFound(v));
+    }
+    Ok(Json(job).into_response())
+}
+
+/// `GET /v1/jobs/{id}/versions`: the stored result versions, oldest first.
+pub async fn versions(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require("jobs:read")?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    let job = shared::db::get_job(&state.db, caller.tenant_id(), id)
+    let versions = shared::db::batch::job_versions(&state.db, caller.tenant_id(), id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(job).into_response())
+    Ok(Json(json!({ "data": versions })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    batch: Option<Uuid>,
+    #[serde(default)]
+    created_after: Option<DateTime<Utc>>,
+    #[serde(default)]
+    created_before: Option<DateTime<Utc>>,
+    #[serde(default)]
+    error_code: Option<String>,
+    #[serde(default)]
+    flag: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+/// Largest page of a listing.
+pub const MAX_PAGE: i64 = 1_000;
+
+/// `<created_at in µs since the epoch>.<id>`: the last row of a page. Opaque to clients.
+pub fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    format!("{}.{}", at.timestamp_micros(), id.simple())
+}
+
+pub fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let bad = || ApiError::BadRequest("invalid cursor".into());
+    let (micros, id) = cursor.split_once('.').ok_or_else(bad)?;
+    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
+    Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
+}
+
+/// `GET /v1/jobs`: the tenant's jobs, newest first, filtered, in pages of `limit`
+/// (default 100, at most 1,000) with keyset pagination: `next_cursor` names the last
+/// row, so jobs created meanwhile neither repeat nor shift a page.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    caller.require("jobs:read")?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        )));
+    }
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<JobStatus>)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
+    let flag = match q.flag.as_deref() {
+        None => None,
+        Some(f) => Some(
+            shared::domain::Flag::ALL
+                .into_iter()
+                .find(|x| x.as_str() == f)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "unknown flag '{}'",
+                        f.chars().take(64).collect::<String>()
+                    ))
+                })?
+                .as_str()
+                .to_string(),
+        ),
+    };
+    let filter = JobFilter {
+        status,
+        batch: q.batch,
+        created_after: q.created_after,
+        created_before: q.created_before,
+        error_code: q.error_code,
+        flag,
+        model: None,
+    };
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let rows =
+        shared::db::batch::list_jobs(&state.db, caller.tenant_id(), &filter, after, limit).await?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| encode_cursor(r.created_at, r.id)))
+        .flatten();
+    Ok(Json(json!({ "data": rows, "next_cursor": next })).into_response())
 }

@@ -9,9 +9,13 @@ use shared::domain::S3Prefix;
 
 mod app;
 mod auth;
+mod batches;
 mod error;
 mod health;
+mod idempotency;
 mod jobs;
+mod options;
+mod reprocess;
 
 #[derive(Debug, Parser)]
 #[command(name = "voxq-api", version, about = "voxq HTTP API")]
@@ -33,6 +37,23 @@ enum Command {
     Sources {
         #[command(subcommand)]
         command: SourcesCommand,
+    },
+    /// Set a tenant's limits (each flag left out is set to "no limit" / allowed).
+    Limits {
+        #[arg(long)]
+        tenant: String,
+        /// Jobs running (or handed to workers) at once.
+        #[arg(long)]
+        max_concurrent: Option<i32>,
+        /// Jobs created per rolling 24 hours.
+        #[arg(long)]
+        max_jobs_per_day: Option<i32>,
+        /// Refuse `summary_model: strong`.
+        #[arg(long)]
+        no_strong: bool,
+        /// Refuse rubrics.
+        #[arg(long)]
+        no_rubrics: bool,
     },
 }
 
@@ -64,7 +85,8 @@ enum KeysCommand {
     Create {
         #[arg(long)]
         tenant: String,
-        /// Comma-separated scopes: jobs:write, jobs:read.
+        /// Comma-separated scopes: jobs:write, jobs:read, admin (reprocess the tenant's
+        /// jobs), operator (reprocess any tenant's).
         #[arg(long, value_delimiter = ',', default_value = "jobs:write,jobs:read")]
         scopes: Vec<String>,
     },
@@ -94,6 +116,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => app::serve(config).await,
         Command::Sources { command } => sources(&config, command).await,
+        Command::Limits {
+            tenant,
+            max_concurrent,
+            max_jobs_per_day,
+            no_strong,
+            no_rubrics,
+        } => {
+            let pool = shared::db::connect(&config)
+                .await
+                .context("connecting to PostgreSQL")?;
+            shared::db::migrate(&pool).await?;
+            let limits = shared::db::batch::TenantLimits {
+                max_concurrent,
+                max_jobs_per_day,
+                allow_strong: !no_strong,
+                allow_rubrics: !no_rubrics,
+            };
+            anyhow::ensure!(
+                shared::db::batch::set_tenant_limits(&pool, tenant.trim(), &limits).await?,
+                "unknown tenant '{}'",
+                tenant.trim()
+            );
+            println!("limits of {}: {limits:?}", tenant.trim());
+            Ok(())
+        }
         Command::Keys {
             command: KeysCommand::Create { tenant, scopes },
         } => {

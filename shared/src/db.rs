@@ -17,6 +17,8 @@ use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
 
+pub mod batch;
+
 use crate::config::Config;
 use crate::domain::{
     is_canonical_key, JobOptions, JobResult, JobStatus, Lane, S3Prefix, Transcript,
@@ -54,8 +56,9 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
 
 // ---------------------------------------------------------------- tenants and keys
 
-/// What an API key may do.
-pub const SCOPES: [&str; 2] = ["jobs:write", "jobs:read"];
+/// What an API key may do: submit jobs and batches, read them, reprocess the tenant's
+/// jobs (`admin`), and act across tenants (`operator`, the service owner's).
+pub const SCOPES: [&str; 4] = ["jobs:write", "jobs:read", "admin", "operator"];
 
 /// A newly created key; `secret` is shown once and never stored.
 #[derive(Debug)]
@@ -332,9 +335,11 @@ pub struct QueuedJob {
     pub abandoned: bool,
 }
 
-/// Queued jobs that were never pushed to Redis, or were pushed longer ago than `stale`
-/// (Redis may have lost them), oldest first. Each half is an index range of
-/// `jobs_to_enqueue`, so a sweep reads only the rows it returns.
+/// Queued interactive jobs that were never pushed to Redis, and queued jobs of either lane
+/// pushed longer ago than `stale` (Redis may have lost them), oldest first. Bulk jobs
+/// never pushed are the dispatcher's ([`batch::bulk_candidates`]), not the sweeper's.
+/// Each part is an index range of `jobs_to_enqueue` (lane, enqueued_at), so a sweep
+/// reads only the rows it returns, however long the bulk backlog.
 pub async fn jobs_to_enqueue(
     pool: &PgPool,
     stale: Duration,
@@ -342,12 +347,18 @@ pub async fn jobs_to_enqueue(
 ) -> Result<Vec<QueuedJob>, DbError> {
     let rows: Vec<QueuedRow> = sqlx::query_as(
         "(SELECT id, lane, attempts FROM jobs
-          WHERE status = 'queued' AND enqueued_at IS NULL
-          ORDER BY enqueued_at NULLS FIRST LIMIT $2)
+          WHERE status = 'queued' AND lane = 'interactive' AND enqueued_at IS NULL
+          ORDER BY lane, enqueued_at NULLS FIRST LIMIT $2)
          UNION ALL
          (SELECT id, lane, attempts FROM jobs
-          WHERE status = 'queued' AND enqueued_at < now() - make_interval(secs => $1)
-          ORDER BY enqueued_at NULLS FIRST LIMIT $2)",
+          WHERE status = 'queued' AND lane = 'interactive'
+            AND enqueued_at < now() - make_interval(secs => $1)
+          ORDER BY lane, enqueued_at NULLS FIRST LIMIT $2)
+         UNION ALL
+         (SELECT id, lane, attempts FROM jobs
+          WHERE status = 'queued' AND lane = 'bulk'
+            AND enqueued_at < now() - make_interval(secs => $1)
+          ORDER BY lane, enqueued_at NULLS FIRST LIMIT $2)",
     )
     .bind(stale.as_secs_f64())
     .bind(limit)
@@ -410,13 +421,15 @@ pub async fn recover_lost_runs(
              ORDER BY updated_at LIMIT $3
              FOR UPDATE SKIP LOCKED)
          UPDATE jobs j SET
-             status = CASE WHEN j.attempts >= $2 THEN 'failed' ELSE 'queued' END,
+             status = CASE WHEN j.attempts - j.attempts_base >= $2 THEN 'failed' ELSE 'queued' END,
              run_token = NULL,
              updated_at = now(),
-             enqueued_at = CASE WHEN j.attempts >= $2 THEN j.enqueued_at ELSE now() END,
-             finished_at = CASE WHEN j.attempts >= $2 THEN now() ELSE NULL END,
-             error_code = CASE WHEN j.attempts >= $2 THEN $4 ELSE j.error_code END,
-             error_message = CASE WHEN j.attempts >= $2 THEN $5 ELSE j.error_message END
+             enqueued_at = CASE WHEN j.attempts - j.attempts_base >= $2 THEN j.enqueued_at
+                           ELSE now() END,
+             finished_at = CASE WHEN j.attempts - j.attempts_base >= $2 THEN now() ELSE NULL END,
+             error_code = CASE WHEN j.attempts - j.attempts_base >= $2 THEN $4 ELSE j.error_code END,
+             error_message = CASE WHEN j.attempts - j.attempts_base >= $2 THEN $5
+                             ELSE j.error_message END
          FROM lost WHERE j.id = lost.id
          RETURNING j.id, j.lane, j.attempts, j.status",
     )
@@ -475,6 +488,17 @@ pub struct JobView {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub attempts: i32,
+    /// The batch that created the job, and the caller's id for it there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
+    /// The result version `result` holds: the latest stored one unless another was asked
+    /// for. A reprocessed job keeps answering its previous version until the new one is
+    /// stored.
+    pub version: Option<i32>,
+    /// The version the job's current (or last) run works on; `status` is that run's.
+    pub requested_version: i32,
     pub result: Option<JobResult>,
     pub error: Option<JobErrorView>,
 }
@@ -495,24 +519,40 @@ struct JobRow {
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     attempts: i32,
+    batch_id: Option<Uuid>,
+    custom_id: Option<String>,
+    requested_version: i32,
     error_code: Option<String>,
     error_message: Option<String>,
+    version: Option<i32>,
     result: Option<serde_json::Value>,
 }
 
-/// The job with its latest result, if it belongs to `tenant_id`.
-pub async fn get_job(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Option<JobView>, DbError> {
+/// The job with its latest result (or result `version`), if it belongs to `tenant_id`.
+/// With a `version` that was never stored, `result` and `version` are absent.
+pub async fn get_job(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    id: Uuid,
+    version: Option<i32>,
+) -> Result<Option<JobView>, DbError> {
     let row: Option<JobRow> = sqlx::query_as(
         "SELECT j.id, j.status, j.lane, j.created_at, j.started_at, j.finished_at, j.attempts,
-                j.error_code, j.error_message,
-                (SELECT jsonb_build_object('transcript', r.transcript, 'scores', r.scores,
-                        'summary', r.summary, 'rubric', r.rubric, 'usage', r.usage)
-                 FROM job_results r WHERE r.job_id = j.id
-                 ORDER BY r.version DESC LIMIT 1) AS result
-         FROM jobs j WHERE j.id = $1 AND j.tenant_id = $2",
+                j.batch_id, j.custom_id, j.requested_version, j.error_code, j.error_message,
+                r.version,
+                CASE WHEN r.job_id IS NOT NULL THEN
+                    jsonb_build_object('transcript', r.transcript, 'scores', r.scores,
+                        'summary', r.summary, 'rubric', r.rubric, 'usage', r.usage) END AS result
+         FROM jobs j
+         LEFT JOIN LATERAL (
+             SELECT * FROM job_results x
+             WHERE x.job_id = j.id AND ($3::integer IS NULL OR x.version = $3)
+             ORDER BY x.version DESC LIMIT 1) r ON true
+         WHERE j.id = $1 AND j.tenant_id = $2",
     )
     .bind(id)
     .bind(tenant_id)
+    .bind(version)
     .fetch_optional(pool)
     .await?;
     let Some(r) = row else { return Ok(None) };
@@ -533,6 +573,10 @@ pub async fn get_job(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Option<
         started_at: r.started_at,
         finished_at: r.finished_at,
         attempts: r.attempts,
+        batch_id: r.batch_id,
+        custom_id: r.custom_id,
+        version: r.version,
+        requested_version: r.requested_version,
         result,
         error,
     }))
@@ -570,7 +614,11 @@ pub struct ClaimedJob {
     pub tenant_id: Uuid,
     pub source: String,
     pub options: JobOptions,
+    /// Runs of this job so far, this one included (part of queue task ids).
     pub attempts: i32,
+    /// Runs of the current result version so far, this one included: what
+    /// `max_attempts` bounds (a reprocessed job starts again at 1).
+    pub run_number: i32,
     pub version: i32,
     /// This run's fencing token: every later write of the run must present it.
     pub run: Uuid,
@@ -604,6 +652,7 @@ struct ClaimedRow {
     source: String,
     options: serde_json::Value,
     attempts: i32,
+    attempts_base: i32,
     requested_version: i32,
 }
 
@@ -620,7 +669,7 @@ pub async fn claim_job(
 ) -> Result<Claim, DbError> {
     let mut tx = pool.begin().await?;
     let row: Option<Claimable> = sqlx::query_as(
-        "SELECT status, attempts FROM jobs
+        "SELECT status, attempts - attempts_base AS attempts FROM jobs
          WHERE id = $1 AND (status = 'queued'
             OR (status = 'processing' AND updated_at < now() - make_interval(secs => $2)))
          FOR UPDATE",
@@ -659,7 +708,7 @@ pub async fn claim_job(
         "UPDATE jobs SET status = 'processing', attempts = attempts + 1, run_token = $3,
                 started_at = COALESCE(started_at, now()), updated_at = now(), worker = $2
          WHERE id = $1
-         RETURNING id, tenant_id, source, options, attempts, requested_version",
+         RETURNING id, tenant_id, source, options, attempts, attempts_base, requested_version",
     )
     .bind(id)
     .bind(worker)
@@ -674,6 +723,7 @@ pub async fn claim_job(
         options: serde_json::from_value(r.options)
             .map_err(|e| DbError::Corrupt(format!("job options: {e}")))?,
         attempts: r.attempts,
+        run_number: r.attempts - r.attempts_base,
         version: r.requested_version,
         run,
     }))

@@ -169,6 +169,33 @@ impl ObjectStore {
             .collect())
     }
 
+    /// One page of the keys of any bucket under `prefix`, in key order, after
+    /// `start_after`; `true` while more follow. For server-side batch listings.
+    pub async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max: i32,
+    ) -> Result<(Vec<String>, bool), ObjectError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_start_after(start_after.map(str::to_string))
+            .max_keys(max)
+            .send()
+            .await
+            .map_err(|e| classify(e, bucket, prefix))?;
+        let keys = out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect();
+        Ok((keys, out.is_truncated().unwrap_or(false)))
+    }
+
     /// Deletes an object of the uploads bucket (deleting a missing one is no error).
     pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
         self.client

@@ -178,6 +178,22 @@ impl JobQueue {
         Ok(())
     }
 
+    /// Tasks of a lane waiting to be claimed: its active list and its scheduled set
+    /// (apalis-redis parks every push there until it is due and promoted). Runs in
+    /// progress are not counted.
+    pub async fn waiting(&self, config: &Config, lane: Lane) -> Result<usize, QueueError> {
+        let cfg = lane_config(config, lane, 1);
+        let mut conn = self.conn.clone();
+        let (active, scheduled): (usize, usize) = redis::pipe()
+            .cmd("LLEN")
+            .arg(cfg.active_jobs_list())
+            .cmd("ZCARD")
+            .arg(cfg.scheduled_jobs_set())
+            .query_async(&mut conn)
+            .await?;
+        Ok(active + scheduled)
+    }
+
     /// `PING`, for readiness checks.
     pub async fn ping(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();

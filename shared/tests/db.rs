@@ -146,7 +146,7 @@ async fn rewind_by(pool: &PgPool, id: Uuid, column: &str, secs: i32) {
 }
 
 async fn status(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> JobStatus {
-    db::get_job(pool, tenant_id, id)
+    db::get_job(pool, tenant_id, id, None)
         .await
         .expect("get_job")
         .expect("the job exists")
@@ -466,34 +466,37 @@ async fn a_job_is_queued_pushed_claimed_and_completed() {
             summary_model: ModelTier::Strong,
             ..JobOptions::default()
         },
-        ..new_job(acme, Lane::Bulk)
+        ..new_job(acme, Lane::Interactive)
     };
     let created = db::insert_job(&t.pool, &job).await.unwrap();
     assert!((Utc::now() - created).num_seconds().abs() < 60, "{created}");
 
-    let view = db::get_job(&t.pool, acme, job.id).await.unwrap().unwrap();
+    let view = db::get_job(&t.pool, acme, job.id, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(view.id, job.id);
     assert_eq!(view.status, JobStatus::Queued);
-    assert_eq!(view.lane, Lane::Bulk);
+    assert_eq!(view.lane, Lane::Interactive);
     assert_eq!(view.created_at, created);
     assert_eq!((view.started_at, view.finished_at), (None, None));
     assert_eq!(view.attempts, 0);
     assert!(view.result.is_none() && view.error.is_none());
     assert!(
-        db::get_job(&t.pool, globex, job.id)
+        db::get_job(&t.pool, globex, job.id, None)
             .await
             .unwrap()
             .is_none(),
         "another tenant's job is not found"
     );
-    assert!(db::get_job(&t.pool, acme, Uuid::new_v4())
+    assert!(db::get_job(&t.pool, acme, Uuid::new_v4(), None)
         .await
         .unwrap()
         .is_none());
 
     let waiting = QueuedJob {
         id: job.id,
-        lane: Lane::Bulk,
+        lane: Lane::Interactive,
         attempts: 0,
         abandoned: false,
     };
@@ -523,7 +526,10 @@ async fn a_job_is_queued_pushed_claimed_and_completed() {
         (job.id, acme, &job.source, &job.options)
     );
     assert_eq!((run.attempts, run.version), (1, 1));
-    let view = db::get_job(&t.pool, acme, job.id).await.unwrap().unwrap();
+    let view = db::get_job(&t.pool, acme, job.id, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((view.status, view.attempts), (JobStatus::Processing, 1));
     assert!(view.started_at.is_some() && view.finished_at.is_none());
     let worker: Option<String> = sqlx::query_scalar("SELECT worker FROM jobs WHERE id = $1")
@@ -572,7 +578,10 @@ async fn a_job_is_queued_pushed_claimed_and_completed() {
         .unwrap(),
         Fenced::Done
     );
-    let view = db::get_job(&t.pool, acme, job.id).await.unwrap().unwrap();
+    let view = db::get_job(&t.pool, acme, job.id, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(view.status, JobStatus::Completed);
     assert!(view.finished_at.is_some() && view.error.is_none());
     assert_eq!(
@@ -640,7 +649,7 @@ async fn a_result_without_scores_summary_or_rubric_reads_back_without_them() {
     .await
     .unwrap();
     assert_eq!(nulls, (true, true, true), "absent parts are stored as NULL");
-    let view = db::get_job(&t.pool, acme, id).await.unwrap().unwrap();
+    let view = db::get_job(&t.pool, acme, id, None).await.unwrap().unwrap();
     assert_eq!(view.result, Some(result));
 }
 
@@ -655,7 +664,7 @@ async fn a_requeued_job_runs_again_and_a_failed_job_stays_failed() {
         .await
         .unwrap();
     assert_eq!(requeued, Fenced::Done);
-    let view = db::get_job(&t.pool, acme, id).await.unwrap().unwrap();
+    let view = db::get_job(&t.pool, acme, id, None).await.unwrap().unwrap();
     assert_eq!((view.status, view.attempts), (JobStatus::Queued, 1));
     assert!(view.error.is_none(), "a queued job shows no error");
     let kept: (Option<String>, Option<String>, bool) = sqlx::query_as(
@@ -704,7 +713,7 @@ async fn a_requeued_job_runs_again_and_a_failed_job_stays_failed() {
         .unwrap(),
         Fenced::Done
     );
-    let view = db::get_job(&t.pool, acme, id).await.unwrap().unwrap();
+    let view = db::get_job(&t.pool, acme, id, None).await.unwrap().unwrap();
     assert_eq!((view.status, view.attempts), (JobStatus::Failed, 2));
     assert!(view.finished_at.is_some() && view.result.is_none());
     let error = view.error.expect("a failed job shows its error");
@@ -762,7 +771,7 @@ async fn claims_take_over_lost_runs_and_stop_at_max_attempts() {
         Claim::Exhausted { code } => assert_eq!(code, RETRIES_EXHAUSTED),
         other => panic!("expected exhausted, got {other:?}"),
     }
-    let view = db::get_job(&t.pool, acme, id).await.unwrap().unwrap();
+    let view = db::get_job(&t.pool, acme, id, None).await.unwrap().unwrap();
     assert_eq!((view.status, view.attempts), (JobStatus::Failed, 1));
     assert!(view.finished_at.is_some());
     let error = view.error.unwrap();
@@ -782,7 +791,7 @@ async fn claims_take_over_lost_runs_and_stop_at_max_attempts() {
         Claim::Exhausted { code } => assert_eq!(code, WORKER_CRASHED),
         other => panic!("expected exhausted, got {other:?}"),
     }
-    let error = db::get_job(&t.pool, acme, id)
+    let error = db::get_job(&t.pool, acme, id, None)
         .await
         .unwrap()
         .unwrap()
@@ -837,7 +846,10 @@ async fn the_sweeper_requeues_or_fails_lost_runs_and_pushes_stale_jobs() {
         !db::touch_job(&t.pool, again, again_run.run).await.unwrap(),
         "the lost run's token is cleared"
     );
-    let view = db::get_job(&t.pool, acme, dead).await.unwrap().unwrap();
+    let view = db::get_job(&t.pool, acme, dead, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((view.status, view.attempts), (JobStatus::Failed, 2));
     assert!(view.finished_at.is_some());
     let error = view.error.unwrap();
@@ -869,7 +881,7 @@ async fn the_sweeper_requeues_or_fails_lost_runs_and_pushes_stale_jobs() {
     assert_eq!((ids(&first), ids(&second)), (vec![alive], vec![again]));
     assert!(first.failed.is_empty() && second.failed.is_empty());
 
-    // Stale pushes come oldest first, at most `limit` per half.
+    // Stale pushes come oldest first, at most `limit` per lane.
     let jobs = [
         waiting,
         queued(&t.pool, acme, Lane::Bulk).await,
@@ -887,20 +899,315 @@ async fn the_sweeper_requeues_or_fails_lost_runs_and_pushes_stale_jobs() {
         .iter()
         .map(|j| j.id)
         .collect();
-    assert_eq!(stale, [jobs[0], jobs[2]]);
-    // …and the never-pushed half has its own `limit`.
+    assert_eq!(stale, [jobs[0], jobs[2], jobs[1]]);
+    // …and the never-pushed interactive jobs have their own `limit`; never-pushed bulk
+    // jobs are the dispatcher's (`batch::bulk_candidates`), not the sweeper's.
     let fresh = [
-        queued(&t.pool, acme, Lane::Bulk).await,
-        queued(&t.pool, acme, Lane::Bulk).await,
-        queued(&t.pool, acme, Lane::Bulk).await,
+        queued(&t.pool, acme, Lane::Interactive).await,
+        queued(&t.pool, acme, Lane::Interactive).await,
+        queued(&t.pool, acme, Lane::Interactive).await,
     ];
+    let backlog = queued(&t.pool, acme, Lane::Bulk).await;
     let found: Vec<Uuid> = db::jobs_to_enqueue(&t.pool, MINUTE, 2)
         .await
         .unwrap()
         .iter()
         .map(|j| j.id)
         .collect();
-    assert_eq!(found.len(), 4, "{found:?}");
+    assert_eq!(found.len(), 5, "{found:?}");
     assert_eq!(found.iter().filter(|id| fresh.contains(id)).count(), 2);
-    assert!(found.contains(&jobs[0]) && found.contains(&jobs[2]));
+    assert!(found.contains(&jobs[0]) && found.contains(&jobs[1]) && found.contains(&jobs[2]));
+    assert!(!found.contains(&backlog));
+}
+
+// ---------------------------------------------------------------- batches
+
+use voxq_shared::db::batch::{
+    self, BatchAction, BatchStatus, Control, Created, Idempotency, JobFilter, NewBatch, NewItem,
+    Reprocess, TenantLimits,
+};
+
+fn items(n: usize, tag: &str) -> Vec<NewItem> {
+    (0..n)
+        .map(|i| NewItem {
+            job_id: Uuid::new_v4(),
+            source: format!("s3://calls/{tag}-{i}.ogg"),
+            options: JobOptions::default(),
+            custom_id: Some(format!("{tag}-{i}")),
+        })
+        .collect()
+}
+
+fn new_batch(tenant_id: Uuid, idem: Option<(&str, &[u8])>) -> NewBatch {
+    NewBatch {
+        id: Uuid::new_v4(),
+        tenant_id,
+        lane: Lane::Bulk,
+        options: JobOptions::default(),
+        source: None,
+        idempotency: idem.map(|(k, h)| Idempotency {
+            key: k.into(),
+            request_hash: h.to_vec(),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_is_created_once_per_idempotency_key_and_counted_from_its_items() {
+    let t = TestDb::new().await;
+    let acme = tenant(&t.pool, "acme").await;
+    let b = new_batch(acme, Some(("k1", b"body-1")));
+    let made = batch::create_batch(&t.pool, &b, &items(30, "a"))
+        .await
+        .unwrap();
+    assert_eq!(made, Created::New(b.id));
+    // The same key: the same batch, nothing inserted; another body: refused.
+    let again = new_batch(acme, Some(("k1", b"body-1")));
+    assert_eq!(
+        batch::create_batch(&t.pool, &again, &items(30, "a"))
+            .await
+            .unwrap(),
+        Created::Replayed(b.id)
+    );
+    let other = new_batch(acme, Some(("k1", b"body-2")));
+    assert_eq!(
+        batch::create_batch(&t.pool, &other, &items(3, "x"))
+            .await
+            .unwrap(),
+        Created::KeyReused
+    );
+    // Keys are per tenant.
+    let globex = tenant(&t.pool, "globex").await;
+    let theirs = new_batch(globex, Some(("k1", b"body-9")));
+    assert_eq!(
+        batch::create_batch(&t.pool, &theirs, &items(2, "g"))
+            .await
+            .unwrap(),
+        Created::New(theirs.id)
+    );
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE tenant_id = $1")
+        .bind(acme)
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 30);
+
+    let view = batch::get_batch(&t.pool, Some(acme), b.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((view.total, view.counts["queued"]), (30, 30));
+    assert_eq!(view.status, BatchStatus::Running);
+    assert!(batch::get_batch(&t.pool, Some(globex), b.id)
+        .await
+        .unwrap()
+        .is_none());
+    // Pause holds the queued items; a second pause does not apply; resume releases.
+    assert_eq!(
+        batch::control_batch(&t.pool, acme, b.id, BatchAction::Pause)
+            .await
+            .unwrap(),
+        Control::Done
+    );
+    let view = batch::get_batch(&t.pool, Some(acme), b.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (view.status, view.counts["paused"]),
+        (BatchStatus::Paused, 30)
+    );
+    assert!(
+        batch::bulk_candidates(&t.pool, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.tenant_id != acme),
+        "a paused batch's items are not handed out"
+    );
+    assert_eq!(
+        batch::control_batch(&t.pool, acme, b.id, BatchAction::Pause)
+            .await
+            .unwrap(),
+        Control::NotApplicable(BatchStatus::Paused)
+    );
+    assert_eq!(
+        batch::control_batch(&t.pool, globex, b.id, BatchAction::Resume)
+            .await
+            .unwrap(),
+        Control::NotFound
+    );
+    batch::control_batch(&t.pool, acme, b.id, BatchAction::Resume)
+        .await
+        .unwrap();
+    assert_eq!(
+        batch::bulk_candidates(&t.pool, 100).await.unwrap().len(),
+        30 + 2
+    );
+    // Results come in submission order, after a seq.
+    let page = batch::batch_results(&t.pool, b.id, 10, 5).await.unwrap();
+    let seqs: Vec<i32> = page.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [11, 12, 13, 14, 15]);
+    assert_eq!(page[0].custom_id.as_deref(), Some("a-10"));
+    // Cancel: every queued item is cancelled, and the batch with it.
+    batch::control_batch(&t.pool, acme, b.id, BatchAction::Cancel)
+        .await
+        .unwrap();
+    let view = batch::get_batch(&t.pool, Some(acme), b.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (view.status, view.counts["cancelled"]),
+        (BatchStatus::Cancelled, 30)
+    );
+}
+
+#[tokio::test]
+async fn the_bulk_backlog_is_handed_out_round_robin_within_tenant_limits() {
+    let t = TestDb::new().await;
+    let acme = tenant(&t.pool, "acme").await;
+    let globex = tenant(&t.pool, "globex").await;
+    batch::create_batch(&t.pool, &new_batch(acme, None), &items(50, "a"))
+        .await
+        .unwrap();
+    batch::create_batch(&t.pool, &new_batch(globex, None), &items(3, "g"))
+        .await
+        .unwrap();
+    let c = batch::bulk_candidates(&t.pool, 4).await.unwrap();
+    assert_eq!(c.len(), 4 + 3, "at most 4 per tenant");
+    let picked = batch::fair_pick(&c, 6, 0);
+    let tenant_of = |id: Uuid| c.iter().find(|x| x.job.id == id).unwrap().tenant_id;
+    let globex_n = picked.iter().filter(|j| tenant_of(j.id) == globex).count();
+    assert_eq!(globex_n, 3, "the small tenant gets its share at once");
+    db::mark_enqueued(&t.pool, &picked.iter().map(|j| j.id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    // A tenant at its max_concurrent gets nothing more until a run ends.
+    let limits = TenantLimits {
+        max_concurrent: Some(3),
+        max_jobs_per_day: None,
+        allow_strong: true,
+        allow_rubrics: true,
+    };
+    assert!(batch::set_tenant_limits(&t.pool, "acme", &limits)
+        .await
+        .unwrap());
+    assert!(!batch::set_tenant_limits(&t.pool, "nobody", &limits)
+        .await
+        .unwrap());
+    assert_eq!(batch::tenant_limits(&t.pool, acme).await.unwrap(), limits);
+    let c = batch::bulk_candidates(&t.pool, 10).await.unwrap();
+    assert!(
+        c.iter().all(|x| x.tenant_id != acme),
+        "acme has 3 handed out"
+    );
+    assert_eq!(batch::jobs_last_day(&t.pool, acme).await.unwrap(), 50);
+}
+
+#[tokio::test]
+async fn listing_pages_by_keyset_and_reprocess_adds_a_version() {
+    let t = TestDb::new().await;
+    let acme = tenant(&t.pool, "acme").await;
+    let b = new_batch(acme, None);
+    let its = items(7, "r");
+    batch::create_batch(&t.pool, &b, &its).await.unwrap();
+    // Complete every job as version 1.
+    for item in &its {
+        let run = claim(&t.pool, item.job_id, 3).await;
+        let result = JobResult {
+            transcript: Transcript::empty("en", 1.0),
+            scores: None,
+            summary: None,
+            rubric: None,
+            usage: Usage::default(),
+        };
+        db::complete_job(
+            &t.pool,
+            &run,
+            &result,
+            "whisper-tiny.en",
+            "w",
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    }
+    let filter = JobFilter {
+        batch: Some(b.id),
+        ..JobFilter::default()
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = batch::list_jobs(&t.pool, acme, &filter, after, 3)
+            .await
+            .unwrap();
+        // A job created between pages is newer than every cursor: never on a later page.
+        queued(&t.pool, acme, Lane::Interactive).await;
+        seen.extend(page.iter().map(|j| j.id));
+        if page.len() < 3 {
+            break;
+        }
+        let last = page.last().unwrap();
+        after = Some((last.created_at, last.id));
+    }
+    seen.sort();
+    let mut want: Vec<Uuid> = its.iter().map(|i| i.job_id).collect();
+    want.sort();
+    assert_eq!(seen, want);
+
+    let filter = JobFilter {
+        batch: Some(b.id),
+        model: Some("whisper-tiny.en".into()),
+        ..JobFilter::default()
+    };
+    assert_eq!(
+        batch::count_reprocess(&t.pool, Some(acme), &filter)
+            .await
+            .unwrap(),
+        7
+    );
+    let r = Reprocess {
+        batch_id: Uuid::new_v4(),
+        owner: acme,
+        tenant_id: Some(acme),
+        job: None,
+        filter,
+        options_patch: serde_json::json!({"model": "base"}),
+        lane: Lane::Bulk,
+    };
+    assert_eq!(batch::reprocess(&t.pool, &r).await.unwrap(), 7);
+    let job = its[0].job_id;
+    let view = db::get_job(&t.pool, acme, job, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (view.status, view.version, view.requested_version),
+        (JobStatus::Queued, Some(1), 2)
+    );
+    let run = claim(&t.pool, job, 3).await;
+    assert_eq!(
+        (run.version, run.run_number),
+        (2, 1),
+        "a fresh attempt budget"
+    );
+    assert_eq!(run.options.model.as_deref(), Some("base"));
+    // Nothing else matches while they are queued again.
+    assert_eq!(
+        batch::count_reprocess(&t.pool, Some(acme), &JobFilter::default())
+            .await
+            .unwrap(),
+        0
+    );
+    let versions = batch::job_versions(&t.pool, acme, job)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(versions.len(), 1);
+    assert!(batch::job_versions(&t.pool, Uuid::new_v4(), job)
+        .await
+        .unwrap()
+        .is_none());
 }

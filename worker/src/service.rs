@@ -1,7 +1,9 @@
 //! `voxq-worker run`: the queue worker. One apalis worker per lane pulls job ids from
 //! Redis, and [`handler`] runs each job through the stages; [`sweeper`] pushes jobs that
-//! PostgreSQL holds as queued but Redis does not.
+//! PostgreSQL holds as queued but Redis does not; [`dispatcher`] hands the bulk backlog
+//! to Redis fairly across tenants and lists batch prefixes.
 
+pub mod dispatcher;
 pub mod handler;
 pub mod source;
 pub mod sweeper;
@@ -14,7 +16,7 @@ use apalis::prelude::*;
 use audio::DecodeLimits;
 use providers::{ChatChain, ChatTiers, Transcriber, TranscriberChain};
 use shared::cache::{Cache, RedisCache};
-use shared::config::Config;
+use shared::config::{Config, DEFAULT_MODEL};
 use shared::domain::{Lane, LOCAL_PROVIDER};
 use shared::objects::ObjectStore;
 use shared::queue::{JobMessage, JobQueue, LaneStorage};
@@ -64,7 +66,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let cache: Arc<dyn Cache> = Arc::new(RedisCache::new(conn.clone(), &config.queue_prefix));
     let pipeline = Pipeline {
         source: Arc::new(source::Remote {
-            fetch: FetchStage::new(objects, &config),
+            fetch: FetchStage::new(objects.clone(), &config),
             db: db.clone(),
             config: config.clone(),
         }),
@@ -74,6 +76,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }),
         transcribe: TranscribeStage::new(
             chain,
+            &config.model_dirs(),
             Some((
                 cache.clone(),
                 Duration::from_secs(config.transcript_cache_ttl_s),
@@ -154,11 +157,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
+    let dispatcher = tokio::spawn(dispatcher::run(
+        db.clone(),
+        queue.clone(),
+        objects,
+        config.clone(),
+        name.clone(),
+    ));
     let sweeper = tokio::spawn(sweeper::run(db, queue, conn, config.clone(), name.clone()));
     let result = monitor
         .run_with_signal(shared::shutdown::shutdown_signal())
         .await;
     sweeper.abort();
+    dispatcher.abort();
     tracing::info!("voxq-worker stopped");
     result.map_err(|e| anyhow::anyhow!("worker monitor: {e}"))
 }
@@ -193,8 +204,8 @@ impl RestartBackoff {
 }
 
 /// The providers of `transcribe_order`, in that order, as one chain: `local` is the
-/// engine loaded here (one replica per job slot), any other name a configured remote
-/// provider.
+/// engine loaded here (one replica per job slot, every model of `model_dirs`), any other
+/// name a configured remote provider.
 async fn transcriber_chain(config: &Arc<Config>) -> anyhow::Result<TranscriberChain> {
     let mut providers: Vec<Arc<dyn Transcriber>> = Vec::new();
     for name in &config.transcribe_order {
@@ -213,13 +224,17 @@ async fn transcriber_chain(config: &Arc<Config>) -> anyhow::Result<TranscriberCh
                 replicas,
                 batch_size: 1,
             };
-            let dir = config.model_dir.clone();
+            // The default model loads now (a worker without it does not start); the
+            // named ones the first time a job asks for them.
+            let dirs = config.model_dirs();
+            let dir = dirs[DEFAULT_MODEL].clone();
+            let context = format!("loading the model from '{}'", dir.display());
             let local = tokio::task::spawn_blocking(move || {
                 LocalWhisper::load(&dir, &engine, DecodeOptions::default())
             })
             .await?
-            .with_context(|| format!("loading the model from '{}'", config.model_dir.display()))?;
-            providers.push(Arc::new(local));
+            .context(context)?;
+            providers.push(Arc::new(local.with_models(&dirs)));
         } else if let Some(remote) = config.transcribe_providers.iter().find(|p| &p.name == name) {
             providers.push(providers::transcriber(remote)?);
         }

@@ -125,8 +125,8 @@ impl Handler {
                 timings.record("store", t);
                 r.map(|fenced| log_fenced(fenced, "job completed"))
             }
-            Err(e) if e.transient && job.attempts < self.config.max_attempts => {
-                let delay = self.backoff(job.attempts);
+            Err(e) if e.transient && job.run_number < self.config.max_attempts => {
+                let delay = self.backoff(job.run_number);
                 tracing::warn!(code = e.code, error = %e.detail, retry_in_ms = delay.as_millis() as u64, "transient error; retrying");
                 match shared::db::requeue_job(&self.db, &job, e.code, &e.message).await {
                     Ok(Fenced::Done) => {
@@ -151,7 +151,7 @@ impl Handler {
                 let (code, message) = if e.transient {
                     (
                         shared::db::RETRIES_EXHAUSTED,
-                        format!("gave up after {} attempts: {}", job.attempts, e.message),
+                        format!("gave up after {} attempts: {}", job.run_number, e.message),
                     )
                 } else {
                     (e.code, e.message)

@@ -1,0 +1,189 @@
+//! Job options as clients send them (JSON fields, form fields, query parameters) and
+//! their validation into [`JobOptions`]; tenant limits on what a request may ask for.
+
+use serde::Deserialize;
+use shared::config::Config;
+use shared::db::batch::TenantLimits;
+use shared::domain::{JobOptions, Lane, ModelTier, Rubric, SummaryMode, Task};
+
+use crate::error::ApiError;
+
+/// Options given by a client, none required. Later layers override earlier ones
+/// ([`RawOptions::over`]): a batch item's options over the batch's.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOptions {
+    #[serde(default)]
+    pub lane: Option<String>,
+    #[serde(default)]
+    pub language: Option<String>,
+    #[serde(default)]
+    pub tasks: Option<Vec<Task>>,
+    #[serde(default)]
+    pub summary: Option<SummaryMode>,
+    #[serde(default)]
+    pub summary_model: Option<ModelTier>,
+    #[serde(default)]
+    pub rubric: Option<String>,
+    /// Named transcription model (`default`, `base`, … as configured in `models`).
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// Names of the option fields, for form fields and query parameters.
+pub const FIELDS: [&str; 7] = [
+    "lane",
+    "language",
+    "tasks",
+    "summary",
+    "summary_model",
+    "rubric",
+    "model",
+];
+
+impl RawOptions {
+    /// `self`, with every option `top` sets taken from `top`.
+    pub fn over(&self, top: &RawOptions) -> RawOptions {
+        RawOptions {
+            lane: top.lane.clone().or_else(|| self.lane.clone()),
+            language: top.language.clone().or_else(|| self.language.clone()),
+            tasks: top.tasks.clone().or_else(|| self.tasks.clone()),
+            summary: top.summary.or(self.summary),
+            summary_model: top.summary_model.or(self.summary_model),
+            rubric: top.rubric.clone().or_else(|| self.rubric.clone()),
+            model: top.model.clone().or_else(|| self.model.clone()),
+        }
+    }
+
+    /// Sets one option from its text form (a form field or query parameter).
+    pub fn set_text(&mut self, name: &str, value: &str) -> Result<(), ApiError> {
+        match name {
+            "lane" => self.lane = Some(value.to_string()),
+            "language" => self.language = Some(value.to_string()),
+            "rubric" => self.rubric = Some(value.to_string()),
+            "model" => self.model = Some(value.to_string()),
+            "summary" => self.summary = Some(parse_enum("summary", value)?),
+            "summary_model" => self.summary_model = Some(parse_enum("summary_model", value)?),
+            "tasks" => {
+                self.tasks = Some(
+                    value
+                        .split(',')
+                        .filter(|t| !t.trim().is_empty())
+                        .map(|t| parse_enum("task", t))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            other => {
+                let other: String = other.chars().take(64).collect();
+                return Err(ApiError::BadRequest(format!("unknown option '{other}'")));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn parse_enum<T: serde::de::DeserializeOwned>(field: &str, value: &str) -> Result<T, ApiError> {
+    serde_json::from_value(serde_json::Value::String(value.trim().to_string()))
+        .map_err(|_| ApiError::BadRequest(format!("invalid {field} '{}'", value.trim())))
+}
+
+/// Every option checked and resolved to its typed value; `default_lane` when none is
+/// given (interactive for single jobs, bulk for batches and reprocessing).
+pub fn validate(
+    raw: RawOptions,
+    default_lane: Lane,
+    config: &Config,
+) -> Result<(Lane, JobOptions), ApiError> {
+    let lane = match raw.lane.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => default_lane,
+        Some(s) => s.parse().map_err(ApiError::BadRequest)?,
+    };
+    let language = match raw.language.map(|l| l.trim().to_ascii_lowercase()) {
+        Some(l) if l.is_empty() => None,
+        Some(l) if l.len() > 8 || !l.chars().all(|c| c.is_ascii_alphabetic() || c == '-') => {
+            return Err(ApiError::BadRequest(format!("invalid language '{l}'")))
+        }
+        other => other,
+    };
+    let rubric = match raw
+        .rubric
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+    {
+        None => None,
+        Some(r) => Some(r.parse::<Rubric>().map_err(ApiError::BadRequest)?),
+    };
+    let model = match raw
+        .model
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+    {
+        None => None,
+        Some(m) if config.has_model(m) => Some(m.to_string()),
+        Some(m) => {
+            let m: String = m.chars().take(64).collect();
+            return Err(ApiError::BadRequest(format!(
+                "unknown model '{m}' (configured: {})",
+                config
+                    .model_dirs()
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    };
+    let tasks = raw.tasks.unwrap_or_else(|| JobOptions::default().tasks);
+    Ok((
+        lane,
+        JobOptions {
+            language,
+            tasks,
+            summary: raw.summary.unwrap_or_default(),
+            summary_model: raw.summary_model.unwrap_or_default(),
+            rubric,
+            model,
+        },
+    ))
+}
+
+/// Refuses options the tenant may not use.
+pub fn check_allowed(options: &JobOptions, limits: &TenantLimits) -> Result<(), ApiError> {
+    if !limits.allow_strong && options.summary_model == ModelTier::Strong {
+        return Err(ApiError::NotAllowed {
+            code: "strong-model-not-allowed",
+            message: "this tenant may not use the strong chat model (summary_model: strong)".into(),
+        });
+    }
+    if !limits.allow_rubrics && options.rubric.is_some() {
+        return Err(ApiError::NotAllowed {
+            code: "rubrics-not-allowed",
+            message: "this tenant may not ask for rubrics".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses `new_jobs` more jobs when they would pass the tenant's daily quota.
+pub async fn check_daily_quota(
+    db: &sqlx::PgPool,
+    tenant_id: uuid::Uuid,
+    limits: &TenantLimits,
+    new_jobs: usize,
+) -> Result<(), ApiError> {
+    if let Some(max) = limits.max_jobs_per_day {
+        let used = shared::db::batch::jobs_last_day(db, tenant_id).await?;
+        if used + new_jobs as i64 > i64::from(max) {
+            return Err(ApiError::LimitExceeded {
+                code: "daily-quota-exceeded",
+                message: format!(
+                    "this tenant may create {max} jobs per 24 hours; {used} were created and \
+                     this request adds {new_jobs}"
+                ),
+            });
+        }
+    }
+    Ok(())
+}

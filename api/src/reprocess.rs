@@ -1,0 +1,236 @@
+//! Admin reprocessing: `POST /v1/jobs/{id}/reprocess` and `POST /v1/reprocess` (by
+//! filter). Each matched finished job gets its next result version, run with the new
+//! options in the bulk lane (or the lane asked for); the reprocess is a batch with the
+//! same progress, results and controls as any other. Earlier versions stay readable
+//! (`GET /v1/jobs/{id}?version=N`), and the job answers its latest stored version until
+//! the new one is stored.
+//!
+//! Scopes: `admin` reprocesses the caller's tenant's jobs; `operator` (the service
+//! owner's) any tenant's, named by `filter.tenant`, or every tenant's.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use shared::db::batch::{JobFilter, Reprocess};
+use shared::domain::{JobStatus, Lane};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::batches::{batch_created, push_interactive};
+use crate::error::ApiError;
+use crate::options::{self, RawOptions};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterJson {
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    batch: Option<Uuid>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    created_after: Option<DateTime<Utc>>,
+    #[serde(default)]
+    created_before: Option<DateTime<Utc>>,
+    #[serde(default)]
+    error_code: Option<String>,
+    #[serde(default)]
+    flag: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReprocessJson {
+    #[serde(default)]
+    filter: FilterJson,
+    #[serde(default)]
+    options: RawOptions,
+    #[serde(default)]
+    lane: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OneJson {
+    #[serde(default)]
+    options: RawOptions,
+    #[serde(default)]
+    lane: Option<String>,
+}
+
+/// The options a reprocess changes, checked, as a JSON object of just those keys (merged
+/// over each job's own options), and the lane.
+fn patch(
+    state: &AppState,
+    mut raw: RawOptions,
+    lane: Option<String>,
+) -> Result<(Lane, Value), ApiError> {
+    if lane.is_some() {
+        raw.lane = lane;
+    }
+    let (lane, checked) = options::validate(raw.clone(), Lane::Bulk, &state.config)?;
+    let full = serde_json::to_value(&checked).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mut out = Map::new();
+    let given = [
+        ("language", raw.language.is_some()),
+        ("tasks", raw.tasks.is_some()),
+        ("summary", raw.summary.is_some()),
+        ("summary_model", raw.summary_model.is_some()),
+        ("rubric", raw.rubric.is_some()),
+        ("model", raw.model.is_some()),
+    ];
+    for (key, is_given) in given {
+        if is_given {
+            out.insert(key.into(), full.get(key).cloned().unwrap_or(Value::Null));
+        }
+    }
+    // A null clears the option (back to its default).
+    out.retain(|_, v| !v.is_null());
+    Ok((lane, Value::Object(out)))
+}
+
+fn scope(caller: &Caller) -> Result<bool, ApiError> {
+    if caller.0.has_scope("operator") {
+        Ok(true)
+    } else {
+        caller.require("admin")?;
+        Ok(false)
+    }
+}
+
+/// `POST /v1/reprocess`.
+pub async fn by_filter(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<ReprocessJson>,
+) -> Result<Response, ApiError> {
+    let operator = scope(&caller)?;
+    let f = body.filter;
+    let tenant_id = match (&f.tenant, operator) {
+        (Some(name), true) => Some(
+            shared::db::batch::tenant_by_name(&state.db, name)
+                .await?
+                .ok_or_else(|| ApiError::BadRequest(format!("unknown tenant '{name}'")))?,
+        ),
+        (None, true) => None,
+        (Some(_), false) => {
+            return Err(ApiError::Forbidden("operator"));
+        }
+        (None, false) => Some(caller.tenant_id()),
+    };
+    let status = f
+        .status
+        .as_deref()
+        .map(str::parse::<JobStatus>)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
+    let filter = JobFilter {
+        status,
+        batch: f.batch,
+        created_after: f.created_after,
+        created_before: f.created_before,
+        error_code: f.error_code,
+        flag: f.flag,
+        model: f.model,
+    };
+    let (lane, options_patch) = patch(&state, body.options, body.lane)?;
+    if body.dry_run {
+        let n = shared::db::batch::count_reprocess(&state.db, tenant_id, &filter).await?;
+        return Ok(Json(json!({ "matched": n, "dry_run": true })).into_response());
+    }
+    start(
+        &state,
+        &caller,
+        tenant_id,
+        None,
+        filter,
+        options_patch,
+        lane,
+    )
+    .await
+}
+
+/// `POST /v1/jobs/{id}/reprocess`.
+pub async fn one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Option<Json<OneJson>>,
+) -> Result<Response, ApiError> {
+    let operator = scope(&caller)?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let body = body.map(|b| b.0).unwrap_or_default();
+    let (lane, options_patch) = patch(&state, body.options, body.lane)?;
+    let tenant_id = (!operator).then(|| caller.tenant_id());
+    let response = start(
+        &state,
+        &caller,
+        tenant_id,
+        Some(id),
+        JobFilter::default(),
+        options_patch,
+        lane,
+    )
+    .await;
+    match response {
+        Err(ApiError::Conflict(_)) => {
+            // Nothing matched: no such job, or it has not finished.
+            let exists = tenant_id.is_none()
+                || shared::db::get_job(&state.db, caller.tenant_id(), id, None)
+                    .await?
+                    .is_some();
+            if exists {
+                Err(ApiError::Conflict(
+                    "the job has not finished; reprocess it once it has".into(),
+                ))
+            } else {
+                Err(ApiError::NotFound)
+            }
+        }
+        other => other,
+    }
+}
+
+async fn start(
+    state: &AppState,
+    caller: &Caller,
+    tenant_id: Option<Uuid>,
+    job: Option<Uuid>,
+    filter: JobFilter,
+    options_patch: Value,
+    lane: Lane,
+) -> Result<Response, ApiError> {
+    let batch_id = Uuid::new_v4();
+    let r = Reprocess {
+        batch_id,
+        owner: tenant_id.unwrap_or(caller.tenant_id()),
+        tenant_id,
+        job,
+        filter,
+        options_patch,
+        lane,
+    };
+    let n = shared::db::batch::reprocess(&state.db, &r).await?;
+    if n == 0 {
+        return Err(ApiError::Conflict(
+            "no finished job matches; nothing to reprocess".into(),
+        ));
+    }
+    if lane == Lane::Interactive {
+        push_interactive(state, batch_id).await;
+    }
+    tracing::info!(batch = %batch_id, jobs = n, "reprocess started");
+    let view = shared::db::batch::get_batch(&state.db, None, batch_id)
+        .await?
+        .ok_or(ApiError::BatchNotFound)?;
+    Ok(batch_created(view, false))
+}
