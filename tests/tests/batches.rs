@@ -638,3 +638,158 @@ async fn a_granted_prefix_is_listed_server_side_into_a_batch() {
             .collect::<Vec<_>>()
     );
 }
+
+/// `voxq` (the command-line client) against the real API.
+fn voxq(stack: &Stack, key: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(voxq_tests::bin("voxq"))
+        .args(args)
+        .env("VOXQ_URL", &stack.base)
+        .env("VOXQ_API_KEY", key)
+        .output()
+        .expect("run voxq");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_submits_a_directory_watches_it_and_downloads_the_results() {
+    let _serial = serial().await;
+    let mut stack = noop_stack().await;
+    stack.start_worker();
+    let key = stack.key.clone();
+    let dir = std::env::temp_dir().join(format!("voxq-cli-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let notes = [
+        "01-running-late.ogg",
+        "08-flight-delayed.mp3",
+        "09-parking.flac",
+    ];
+    for (i, note) in notes.iter().enumerate() {
+        let to = if i == 2 {
+            dir.join("sub").join(note)
+        } else {
+            dir.join(note)
+        };
+        std::fs::copy(root().join("fixtures/voice").join(note), to).unwrap();
+    }
+    let d = dir.to_str().unwrap();
+    // Two requests of at most 2 files; --watch follows them to the end.
+    let (code, out, err) = voxq(&stack, &key, &["submit", d, "--chunk", "2", "--watch"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let ids: Vec<&str> = out
+        .lines()
+        .filter(|l| Uuid::parse_str(l.trim()).is_ok())
+        .collect();
+    assert_eq!(ids.len(), 2, "one batch id per request: {out}");
+    // The same submit again is answered by the idempotency keys: no new batch.
+    let (code, again, err) = voxq(&stack, &key, &["submit", d, "--chunk", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let again: Vec<&str> = again
+        .lines()
+        .filter(|l| Uuid::parse_str(l.trim()).is_ok())
+        .collect();
+    assert_eq!(again, ids, "a re-run must not create batches");
+    let listed = get(&stack, &key, "/v1/batches").await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2);
+
+    let mut custom = Vec::new();
+    for id in &ids {
+        let b = get(&stack, &key, &format!("/v1/batches/{}", id.trim())).await;
+        assert_eq!(b["status"], "completed", "{b}");
+        let out_file = dir.join(format!("{}.jsonl", id.trim()));
+        let (code, _, err) = voxq(
+            &stack,
+            &key,
+            &["results", id.trim(), "-o", out_file.to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "{err}");
+        for line in std::fs::read_to_string(&out_file).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["status"], "completed", "{v}");
+            custom.push(v["custom_id"].as_str().unwrap().to_string());
+        }
+    }
+    custom.sort();
+    assert_eq!(
+        custom,
+        [
+            "01-running-late.ogg",
+            "08-flight-delayed.mp3",
+            "sub/09-parking.flac"
+        ]
+    );
+    // A refused request: its error code reaches the user, exit code 3.
+    let (code, _, err) = voxq(
+        &stack,
+        "vxq_0000000000000000000000000000000000000000000000000000000000000000",
+        &["batches"],
+    );
+    assert_eq!(code, 3);
+    assert!(err.contains("unauthorized"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reprocessing_with_the_base_model_keeps_the_tiny_version() {
+    let _serial = serial().await;
+    let base = voxq_tests::required_env("VOXQ_BASE_MODEL_DIR");
+    let mut stack =
+        Stack::start(StackConfig::from_env().set("VOXQ_MODELS", format!("{{base=\"{base}\"}}")))
+            .await;
+    stack.start_worker();
+    let admin = stack.create_key(&stack.tenant.clone(), "jobs:read,jobs:write,admin");
+    let id = stack
+        .upload(&root().join("fixtures/voice/08-flight-delayed.mp3"))
+        .await;
+    let first = stack.wait_done(id, DONE).await;
+    assert_eq!(first["status"], "completed", "{first}");
+    let (status, b) = post(
+        &stack,
+        &admin,
+        &format!("/v1/jobs/{id}/reprocess"),
+        json!({"options": {"model": "base"}, "lane": "interactive"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{b}");
+    // An unknown model is refused before anything changes.
+    let (status, e) = post(
+        &stack,
+        &admin,
+        &format!("/v1/jobs/{id}/reprocess"),
+        json!({"options": {"model": "large-v9"}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{e}");
+    wait_batch(
+        &stack,
+        &stack.key,
+        b["id"].as_str().unwrap(),
+        "completed",
+        |b| b["status"] == "completed",
+    )
+    .await;
+    let versions = get(&stack, &stack.key, &format!("/v1/jobs/{id}/versions")).await;
+    let models: Vec<&str> = versions["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(models, ["whisper-tiny.en", "whisper-base"], "{versions}");
+    let latest = stack.job(id).await;
+    assert_eq!(latest["version"], 2);
+    assert_eq!(
+        latest["result"]["usage"]["transcribe"]["model"],
+        "whisper-base"
+    );
+    assert!(latest["result"]["text"]
+        .as_str()
+        .unwrap()
+        .to_lowercase()
+        .contains("flight"));
+    let v1 = get(&stack, &stack.key, &format!("/v1/jobs/{id}?version=1")).await;
+    assert_eq!(v1["result"]["text"], first["result"]["text"]);
+}
