@@ -440,6 +440,7 @@ async fn delete_uploads(state: &AppState, keys: &[String]) {
 /// Interactive batches skip the dispatcher: their jobs go to Redis at once (pipelined,
 /// in chunks). If Redis is down the sweeper pushes them later.
 pub async fn push_interactive(state: &AppState, batch_id: Uuid) {
+    let started = std::time::Instant::now();
     let jobs = match shared::db::batch::batch_jobs_to_push(&state.db, batch_id).await {
         Ok(jobs) if !jobs.is_empty() => jobs,
         Ok(_) => return,
@@ -448,8 +449,11 @@ pub async fn push_interactive(state: &AppState, batch_id: Uuid) {
             return;
         }
     };
+    let read_ms = started.elapsed().as_millis() as u64;
     match state.queue.push_many(&jobs).await {
         Ok(()) => {
+            let pushed_ms = started.elapsed().as_millis() as u64;
+            tracing::info!(batch = %batch_id, jobs = jobs.len(), read_ms, pushed_ms, "batch pushed to Redis");
             let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
             if let Err(e) = shared::db::mark_enqueued(&state.db, &ids).await {
                 tracing::warn!(error = %e, "batch enqueued but not marked; the sweeper re-pushes (a no-op)");

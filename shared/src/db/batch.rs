@@ -599,9 +599,12 @@ pub async fn batch_exists(
 /// Queued interactive items of a batch, to push to Redis after it is stored.
 pub async fn batch_jobs_to_push(pool: &PgPool, batch_id: Uuid) -> Result<Vec<QueuedJob>, DbError> {
     let rows: Vec<QueuedRow> = sqlx::query_as(
-        "SELECT j.id, j.lane, j.attempts FROM batch_items i JOIN jobs j ON j.id = i.job_id
-         WHERE i.batch_id = $1 AND j.status = 'queued' AND j.enqueued_at IS NULL
-           AND j.lane = 'interactive'",
+        // The batch's items first (its primary-key range), then each job by id: right
+        // after a large insert the statistics are stale, and a planner left to choose
+        // the join order once scanned the items once per job.
+        "WITH i AS MATERIALIZED (SELECT job_id FROM batch_items WHERE batch_id = $1)
+         SELECT j.id, j.lane, j.attempts FROM i JOIN jobs j ON j.id = i.job_id
+         WHERE j.status = 'queued' AND j.enqueued_at IS NULL AND j.lane = 'interactive'",
     )
     .bind(batch_id)
     .fetch_all(pool)
