@@ -38,6 +38,10 @@
 #    (5,000) items, and once 100 of them are done tenant B submits 5. Printed: how many of
 #    A's jobs started between B's submission and the start of B's last job (B's wait in
 #    job-service-times, times the concurrency), B's wait in ms, and A's backlog left.
+# 6. Long-poll: BENCH_LONGPOLL_JOBS (300) interactive no-op jobs one at a time, each
+#    POST /v1/jobs then GET /v1/jobs/{id}?wait=30 (bench/longpoll.py): enqueue -> result
+#    visible, p50/p99 (goal p50 <= 25 ms, p99 <= 100 ms). The worker polls Redis every
+#    VOXQ_POLL_INTERVAL_MS (set to 10 for this run unless given).
 #
 # The load generators run on the same machine as the services and take CPU from them:
 # figures are for this whole machine, not for the API alone. The machine may be shared:
@@ -71,6 +75,7 @@ redis_db=${BENCH_REDIS_DB:-15}
 batch_items=${BENCH_BATCH_ITEMS:-100000}
 batch_repeat=${BENCH_BATCH_REPEAT:-3}
 fair_backlog=${BENCH_FAIR_BACKLOG:-5000}
+longpoll_jobs=${BENCH_LONGPOLL_JOBS:-300}
 s3_port=${VOXQ_TEST_S3_PORT:-9000}
 
 log() { echo "load: $*" >&2; }
@@ -377,6 +382,19 @@ SQL
 )"
 row "fairness: B's 5 jobs behind A's $fair_backlog" "$f_between A-jobs" "-" "-" "-" \
   "$cpu_note; B's last job started $f_wait_ms ms after B submitted (A's job service time ~$f_svc_ms ms at concurrency $VOXQ_BULK_CONCURRENCY, depth $VOXQ_BULK_QUEUE_DEPTH); A still had $f_left queued"
+curl -fsS -X POST "${auth[@]}" "$base/v1/batches/$a_batch/cancel" >/dev/null
+
+# --- 6. long-poll: enqueue -> result visible ---
+stop_pid "$worker_pid"
+VOXQ_POLL_INTERVAL_MS=${VOXQ_POLL_INTERVAL_MS:-10} VOXQ_BENCH_NOOP_TRANSCRIBE=true "$worker_bin" run >"$work/worker3.log" 2>&1 &
+worker_pid=$!; pids+=("$worker_pid")
+cpu_mark longpoll
+python3 bench/longpoll.py --url "$base" --key "$key" --audio-url "$audio_url" --count "$longpoll_jobs" >"$work/longpoll.json"
+cpu_done longpoll
+cat "$work/longpoll.json" >&2
+row "enqueue->visible via long-poll, 1 at a time" "$(jfield "$work/longpoll.json" 'o["completed"]')/$(jfield "$work/longpoll.json" 'o["n"]') done" \
+  "$(jfield "$work/longpoll.json" 'o["p50_ms"]')" "$(jfield "$work/longpoll.json" 'o["p90_ms"]') (p90)" "$(jfield "$work/longpoll.json" 'o["p99_ms"]')" \
+  "$cpu_note; POST then GET ?wait=30 on one connection, worker poll interval ${VOXQ_POLL_INTERVAL_MS:-10} ms; goal p50 <= 25, p99 <= 100"
 
 # --- summary ---
 echo

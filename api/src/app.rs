@@ -16,6 +16,7 @@ use sqlx::PgPool;
 
 use crate::auth::{AuthGuard, RateLimiter};
 use crate::error::ApiError;
+use crate::wait::Waiters;
 use crate::{batches, health, jobs, reprocess};
 
 #[derive(Clone)]
@@ -28,6 +29,8 @@ pub struct AppState {
     pub auth: Arc<AuthGuard>,
     /// Requests in flight in this process, bounded by `max_concurrent_requests`.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Long-poll requests waiting for jobs to finish.
+    pub waiters: Arc<Waiters>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -39,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/versions", get(jobs::versions))
+        .route("/v1/jobs/{id}/transcript", get(jobs::transcript))
         .route("/v1/jobs/{id}/reprocess", post(reprocess::one))
         .route("/v1/reprocess", post(reprocess::by_filter))
         .route("/v1/batches", get(batches::list))
@@ -125,11 +129,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         in_flight: Arc::new(tokio::sync::Semaphore::new(
             config.max_concurrent_requests.max(1),
         )),
+        waiters: Arc::new(Waiters::new(config.max_waiting_requests)),
         config: Arc::new(config.clone()),
         db,
         queue,
         objects,
     };
+    tokio::spawn(crate::wait::listen(state.db.clone(), state.waiters.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding {}", config.listen_addr))?;

@@ -30,6 +30,8 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("{0}")]
     Conflict(String),
+    #[error("the job has no result yet (status: {})", .0.as_str())]
+    NoResult(shared::domain::JobStatus),
     /// A tenant limit (`daily-quota-exceeded`, `concurrency-limit`).
     #[error("{message}")]
     LimitExceeded { code: &'static str, message: String },
@@ -70,6 +72,7 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused")
             }
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::NoResult(_) => (StatusCode::CONFLICT, "no-result"),
             Self::LimitExceeded { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             Self::NotAllowed { code, .. } => (StatusCode::FORBIDDEN, code),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),

@@ -1,4 +1,5 @@
-//! `POST /v1/jobs`, `GET /v1/jobs` (listing), `GET /v1/jobs/{id}` and its versions.
+//! `POST /v1/jobs`, `GET /v1/jobs` (listing), `GET /v1/jobs/{id}`, its versions and its
+//! transcript as a file (`/transcript`).
 
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -450,7 +451,13 @@ pub fn parse_url(state: &AppState, url: &str) -> Result<AudioSource, ApiError> {
 pub struct GetQuery {
     #[serde(default)]
     version: Option<i32>,
+    /// Long-poll: seconds to wait for the job to finish (at most [`MAX_WAIT_S`]).
+    #[serde(default)]
+    wait: Option<u64>,
 }
+
+/// Longest long-poll.
+pub const MAX_WAIT_S: u64 = 60;
 
 pub async fn get(
     State(state): State<AppState>,
@@ -460,9 +467,36 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     caller.require("jobs:read")?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    let job = shared::db::get_job(&state.db, caller.tenant_id(), id, q.version)
+    let wait = q.wait.unwrap_or(0);
+    if wait > MAX_WAIT_S {
+        return Err(ApiError::BadRequest(format!(
+            "wait is at most {MAX_WAIT_S} seconds"
+        )));
+    }
+    // Long-poll: register first, then read, so a finish in between is not missed. Over
+    // the bound of waiting requests, answer at once as without `wait`.
+    let slot = (wait > 0)
+        .then(|| state.waiters.slots.try_acquire().ok())
+        .flatten();
+    let woken = slot.as_ref().map(|_| state.waiters.register(id));
+    let mut job = shared::db::get_job(&state.db, caller.tenant_id(), id, q.version)
         .await?
         .ok_or(ApiError::NotFound)?;
+    if let Some(woken) = woken {
+        if !job.status.is_final() {
+            let finished = tokio::time::timeout(std::time::Duration::from_secs(wait), woken).await;
+            if finished.is_err() {
+                state.waiters.forget_closed(id);
+            }
+            job = shared::db::get_job(&state.db, caller.tenant_id(), id, q.version)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+        } else {
+            drop(woken);
+            state.waiters.forget_closed(id);
+        }
+    }
+    drop(slot);
     if let (Some(v), None) = (q.version, job.version) {
         return Err(ApiError::VersionNotFound(v));
     }
@@ -572,4 +606,52 @@ pub async fn list(
         .then(|| rows.last().map(|r| encode_cursor(r.created_at, r.id)))
         .flatten();
     Ok(Json(json!({ "data": rows, "next_cursor": next })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscriptQuery {
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    version: Option<i32>,
+}
+
+/// `GET /v1/jobs/{id}/transcript[?format=txt|srt|vtt|json][&version=N]`: the transcript
+/// of the latest (or the named) result version as a file to download, `txt` unless
+/// another format is asked for. `shared::render` renders it, the same code that prints
+/// `voxq-worker transcribe --format text|srt|vtt`. A job without a stored result
+/// answers 409 `no-result`.
+pub async fn transcript(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<TranscriptQuery>,
+) -> Result<Response, ApiError> {
+    caller.require("jobs:read")?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let format = match q.format.as_deref() {
+        None => shared::render::Format::Text,
+        Some(f) => f.parse().map_err(ApiError::BadRequest)?,
+    };
+    let job = shared::db::get_job(&state.db, caller.tenant_id(), id, q.version)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if let (Some(v), None) = (q.version, job.version) {
+        return Err(ApiError::VersionNotFound(v));
+    }
+    let (Some(version), Some(result)) = (job.version, job.result) else {
+        return Err(ApiError::NoResult(job.status));
+    };
+    let body = shared::render::render(&result.transcript, format);
+    let disposition = format!(
+        "attachment; filename=\"{}.v{version}.{}\"",
+        job.id,
+        format.as_str()
+    );
+    let headers = [
+        (header::CONTENT_TYPE, format.media_type().to_string()),
+        (header::CONTENT_DISPOSITION, disposition),
+    ];
+    Ok((headers, body).into_response())
 }

@@ -16,6 +16,7 @@ mod idempotency;
 mod jobs;
 mod options;
 mod reprocess;
+mod wait;
 
 #[derive(Debug, Parser)]
 #[command(name = "voxq-api", version, about = "voxq HTTP API")]

@@ -93,6 +93,10 @@ pub struct Config {
     pub body_timeout_s: u64,
     /// Requests one API process serves at once; more get 503 `overloaded`.
     pub max_concurrent_requests: usize,
+    /// Long-poll requests (`GET /v1/jobs/{id}?wait=N`) one API process holds waiting at
+    /// once; beyond that a request is answered at once with the job's current state.
+    /// Keep it below `max_concurrent_requests`.
+    pub max_waiting_requests: usize,
 
     // --- worker ---
     /// faster-whisper model directory: the model named `default`, which jobs that name
@@ -206,6 +210,7 @@ impl Default for Config {
             auth_failures_burst: 20,
             body_timeout_s: 30,
             max_concurrent_requests: 512,
+            max_waiting_requests: 256,
             model_dir: PathBuf::from("models/whisper-tiny.en"),
             models: BTreeMap::new(),
             interactive_concurrency: 2,

@@ -34,6 +34,11 @@ pub enum DbError {
     Corrupt(String),
 }
 
+/// PostgreSQL `NOTIFY` channel on which every job that reaches `completed` or `failed`
+/// is announced (payload: its id), in the transaction that finishes it; the API's
+/// long-poll (`GET /v1/jobs/{id}?wait=N`) listens on it.
+pub const JOB_FINISHED_CHANNEL: &str = "voxq_job_finished";
+
 /// Embedded `migrations/`, applied by `voxq-api` at start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -448,6 +453,13 @@ pub async fn recover_lost_runs(
             out.requeued.push(r.job.into_job(true)?);
         }
     }
+    if !out.failed.is_empty() {
+        sqlx::query("SELECT count(pg_notify($1, x::text)) FROM unnest($2::uuid[]) AS x")
+            .bind(JOB_FINISHED_CHANNEL)
+            .bind(&out.failed)
+            .execute(pool)
+            .await?;
+    }
     Ok(out)
 }
 
@@ -700,6 +712,7 @@ pub async fn claim_job(
         .bind(message)
         .execute(&mut *tx)
         .await?;
+        notify_finished(&mut tx, id).await?;
         tx.commit().await?;
         return Ok(Claim::Exhausted { code });
     }
@@ -785,8 +798,19 @@ pub async fn complete_job(
     .bind(usage)
     .execute(&mut *tx)
     .await?;
+    notify_finished(&mut tx, job.id).await?;
     tx.commit().await?;
     Ok(Fenced::Done)
+}
+
+/// Announces a finished job on [`JOB_FINISHED_CHANNEL`] when `tx` commits.
+async fn notify_finished(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<(), DbError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(JOB_FINISHED_CHANNEL)
+        .bind(id.to_string())
+        .execute(tx)
+        .await?;
+    Ok(())
 }
 
 /// Fails the job for good with a stable code and a readable message, if `run` owns it.
@@ -797,19 +821,23 @@ pub async fn fail_job(
     message: &str,
     timings: &serde_json::Value,
 ) -> Result<Fenced, DbError> {
-    let done = sqlx::query(
-        "UPDATE jobs SET status = 'failed', finished_at = now(), updated_at = now(),
-                run_token = NULL, error_code = $3, error_message = $4, timings = $5
-         WHERE id = $1 AND run_token = $2 AND status = 'processing'",
+    let done: i64 = sqlx::query_scalar(
+        "WITH u AS (
+             UPDATE jobs SET status = 'failed', finished_at = now(), updated_at = now(),
+                    run_token = NULL, error_code = $3, error_message = $4, timings = $5
+             WHERE id = $1 AND run_token = $2 AND status = 'processing'
+             RETURNING id)
+         SELECT count(pg_notify($6, id::text)) FROM u",
     )
     .bind(job.id)
     .bind(job.run)
     .bind(code)
     .bind(message)
     .bind(timings)
-    .execute(pool)
+    .bind(JOB_FINISHED_CHANNEL)
+    .fetch_one(pool)
     .await?;
-    Ok(fenced(done.rows_affected()))
+    Ok(fenced(done as u64))
 }
 
 /// Puts the job back to `queued` after a transient error, if `run` owns it, keeping the

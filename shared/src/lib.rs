@@ -9,6 +9,7 @@ pub mod db;
 pub mod domain;
 pub mod objects;
 pub mod queue;
+pub mod render;
 pub mod shutdown;
 
 /// An error and its causes as one readable line: `cannot read the audio: No such file`.

@@ -1,10 +1,12 @@
 //! Renders per-file outcomes for the `transcribe` command: JSONL (one object per
-//! input), plain text, SRT, WebVTT, or an aligned table for people.
+//! input), plain text, SRT, WebVTT, or an aligned table for people. One transcript's
+//! text, SRT and WebVTT come from `shared::render`, which the API's transcript export
+//! uses too; this module adds what concerns many files (file names, headers, the table).
 
 use std::io::{self, Write};
 
 use serde_json::json;
-use shared::domain::Transcript;
+use shared::render;
 
 use crate::local::FileOutcome;
 
@@ -71,11 +73,14 @@ impl<W: Write> Writer<W> {
                     writeln!(self.out, "==> {file} <==")?;
                 }
                 match &o.result {
-                    Ok(r) => match self.format {
-                        Format::Text => writeln!(self.out, "{}", r.transcript.text)?,
-                        Format::Srt => write!(self.out, "{}", srt(&r.transcript))?,
-                        _ => write!(self.out, "{}", vtt(&r.transcript))?,
-                    },
+                    Ok(r) => {
+                        let format = match self.format {
+                            Format::Text => render::Format::Text,
+                            Format::Srt => render::Format::Srt,
+                            _ => render::Format::Vtt,
+                        };
+                        write!(self.out, "{}", render::render(&r.transcript, format))?;
+                    }
                     Err(e) => writeln!(self.out, "error ({}): {}", e.code, e.message)?,
                 }
             }
@@ -91,44 +96,6 @@ impl<W: Write> Writer<W> {
         }
         self.out.flush()
     }
-}
-
-fn timestamp(t: f64, sep: char) -> String {
-    let ms = (t.max(0.0) * 1000.0).round() as u64;
-    format!(
-        "{:02}:{:02}:{:02}{sep}{:03}",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000
-    )
-}
-
-pub fn srt(t: &Transcript) -> String {
-    let mut s = String::new();
-    for (i, seg) in t.segments.iter().enumerate() {
-        s.push_str(&format!(
-            "{}\n{} --> {}\n{}\n\n",
-            i + 1,
-            timestamp(seg.start, ','),
-            timestamp(seg.end, ','),
-            seg.text
-        ));
-    }
-    s
-}
-
-pub fn vtt(t: &Transcript) -> String {
-    let mut s = String::from("WEBVTT\n\n");
-    for seg in &t.segments {
-        s.push_str(&format!(
-            "{} --> {}\n{}\n\n",
-            timestamp(seg.start, '.'),
-            timestamp(seg.end, '.'),
-            seg.text
-        ));
-    }
-    s
 }
 
 fn table(rows: &[FileOutcome]) -> String {
@@ -201,49 +168,4 @@ fn table(rows: &[FileOutcome]) -> String {
         s.push_str(&summaries);
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shared::domain::Segment;
-
-    fn transcript() -> Transcript {
-        Transcript {
-            text: "Hello there. Bye.".into(),
-            language: "en".into(),
-            duration_s: 3.5,
-            segments: vec![
-                Segment {
-                    start: 0.0,
-                    end: 1.5,
-                    text: "Hello there.".into(),
-                    avg_logprob: -0.2,
-                    no_speech_prob: 0.01,
-                },
-                Segment {
-                    start: 1.5,
-                    end: 3661.25,
-                    text: "Bye.".into(),
-                    avg_logprob: -0.3,
-                    no_speech_prob: 0.01,
-                },
-            ],
-        }
-    }
-
-    #[test]
-    fn srt_numbers_cues_and_uses_commas() {
-        let s = srt(&transcript());
-        assert_eq!(
-            s,
-            "1\n00:00:00,000 --> 00:00:01,500\nHello there.\n\n2\n00:00:01,500 --> 01:01:01,250\nBye.\n\n"
-        );
-    }
-
-    #[test]
-    fn vtt_has_header_and_dots() {
-        let s = vtt(&transcript());
-        assert!(s.starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nHello there.\n"));
-    }
 }
