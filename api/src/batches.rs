@@ -498,24 +498,10 @@ pub fn batch_created(view: shared::db::batch::BatchView, replayed: bool) -> Resp
     response
 }
 
-/// A JSON or JSONL body, at most [`MAX_BODY_BYTES`], read within the body timeout.
+/// A JSON or JSONL body, at most [`MAX_BODY_BYTES`]; being larger, it may take up to
+/// four body timeouts.
 async fn read_body(request: Request, state: &AppState) -> Result<bytes::Bytes, ApiError> {
-    let read = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES);
-    match tokio::time::timeout(state.config.body_timeout() * 4, read).await {
-        Err(_) => Err(ApiError::RequestTimeout),
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                Err(ApiError::BodyTooLarge {
-                    limit: MAX_BODY_BYTES,
-                })
-            } else {
-                Err(ApiError::BadRequest(format!("cannot read the body: {e}")))
-            }
-        }
-    }
+    crate::jobs::read_body(request, MAX_BODY_BYTES, state.config.body_timeout() * 4).await
 }
 
 /// A file part of a multipart batch, spooled to disk (removed when dropped).

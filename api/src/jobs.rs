@@ -101,7 +101,7 @@ pub async fn create(
         let source = format!("s3://{}/{key}", state.objects.bucket());
         ((source, options), Some(key), idem)
     } else if content_type.starts_with("application/json") {
-        let body = read_body(request, &state).await?;
+        let body = read_body(request, MAX_JSON_BYTES, state.config.body_timeout()).await?;
         let idem = idem_key.map(|key| Idempotency {
             key,
             request_hash: idempotency::hash_parts([b"json".as_slice(), &body]),
@@ -206,11 +206,15 @@ pub async fn create(
         .into_response())
 }
 
-/// A JSON body, at most [`MAX_JSON_BYTES`], read within the body timeout.
-async fn read_body(request: Request, state: &AppState) -> Result<bytes::Bytes, ApiError> {
-    let limit = MAX_JSON_BYTES;
+/// A whole body of at most `limit` bytes, read within `timeout` (413 `body-too-large`,
+/// 408 `request-timeout`).
+pub async fn read_body(
+    request: Request,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, ApiError> {
     let read = axum::body::to_bytes(request.into_body(), limit);
-    match tokio::time::timeout(state.config.body_timeout(), read).await {
+    match tokio::time::timeout(timeout, read).await {
         Err(_) => Err(ApiError::RequestTimeout),
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => {
@@ -553,6 +557,31 @@ pub fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
 }
 
+/// A job status filter (`?status=`), checked.
+pub fn parse_status(status: Option<&str>) -> Result<Option<JobStatus>, ApiError> {
+    status
+        .map(str::parse::<JobStatus>)
+        .transpose()
+        .map_err(ApiError::BadRequest)
+}
+
+/// A quality flag filter (`?flag=`), checked against the flags results carry.
+pub fn parse_flag(flag: Option<&str>) -> Result<Option<String>, ApiError> {
+    flag.map(|f| {
+        shared::domain::Flag::ALL
+            .into_iter()
+            .find(|x| x.as_str() == f)
+            .map(|x| x.as_str().to_string())
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "unknown flag '{}'",
+                    f.chars().take(64).collect::<String>()
+                ))
+            })
+    })
+    .transpose()
+}
+
 /// `GET /v1/jobs`: the tenant's jobs, newest first, filtered, in pages of `limit`
 /// (default 100, at most 1,000) with keyset pagination: `next_cursor` names the last
 /// row, so jobs created meanwhile neither repeat nor shift a page.
@@ -568,28 +597,8 @@ pub async fn list(
             "limit must be 1 to {MAX_PAGE}"
         )));
     }
-    let status = q
-        .status
-        .as_deref()
-        .map(str::parse::<JobStatus>)
-        .transpose()
-        .map_err(ApiError::BadRequest)?;
-    let flag = match q.flag.as_deref() {
-        None => None,
-        Some(f) => Some(
-            shared::domain::Flag::ALL
-                .into_iter()
-                .find(|x| x.as_str() == f)
-                .ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "unknown flag '{}'",
-                        f.chars().take(64).collect::<String>()
-                    ))
-                })?
-                .as_str()
-                .to_string(),
-        ),
-    };
+    let status = parse_status(q.status.as_deref())?;
+    let flag = parse_flag(q.flag.as_deref())?;
     let filter = JobFilter {
         status,
         batch: q.batch,

@@ -15,13 +15,14 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use shared::db::batch::{JobFilter, Reprocess};
-use shared::domain::{JobStatus, Lane};
+use shared::domain::Lane;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::batches::{batch_created, push_interactive};
 use crate::error::ApiError;
+use crate::jobs::{parse_flag, parse_status};
 use crate::options::{self, RawOptions};
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,19 +128,13 @@ pub async fn by_filter(
         }
         (None, false) => Some(caller.tenant_id()),
     };
-    let status = f
-        .status
-        .as_deref()
-        .map(str::parse::<JobStatus>)
-        .transpose()
-        .map_err(ApiError::BadRequest)?;
     let filter = JobFilter {
-        status,
+        status: parse_status(f.status.as_deref())?,
         batch: f.batch,
         created_after: f.created_after,
         created_before: f.created_before,
         error_code: f.error_code,
-        flag: f.flag,
+        flag: parse_flag(f.flag.as_deref())?,
         model: f.model,
     };
     let (lane, options_patch) = patch(&state, body.options, body.lane)?;

@@ -432,6 +432,21 @@ async fn reprocess_by_filter_creates_a_new_version_for_exactly_the_matched_jobs(
     // Only admins reprocess.
     let (status, e) = post(&stack, &key, "/v1/reprocess", filter.clone()).await;
     assert_eq!(status, 403, "{e}");
+    // A filter naming no real flag or status is refused, not matched against nothing.
+    for bad in [json!({"flag": "nonsense"}), json!({"status": "done"})] {
+        let (status, e) = post(
+            &stack,
+            &admin,
+            "/v1/reprocess",
+            json!({"filter": bad, "dry_run": true}),
+        )
+        .await;
+        assert_eq!(
+            (status, e["error"]["code"].clone()),
+            (400, json!("bad-request")),
+            "{e}"
+        );
+    }
     let mut dry = filter.clone();
     dry["dry_run"] = json!(true);
     let (status, counted) = post(&stack, &admin, "/v1/reprocess", dry).await;

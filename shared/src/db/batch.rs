@@ -115,35 +115,42 @@ pub struct NewItem {
     pub custom_id: Option<String>,
 }
 
-/// Looks up the batch or job an idempotency key created, comparing request hashes.
+/// What an idempotency key created in `table` (`jobs` or `batches`) for this tenant,
+/// if anything, compared with this request's hash.
+async fn prior<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    table: &'static str,
+    tenant_id: Uuid,
+    idem: &Idempotency,
+) -> Result<Option<Created>, DbError> {
+    let sql = format!(
+        "SELECT id, request_hash FROM {table} WHERE tenant_id = $1 AND idempotency_key = $2"
+    );
+    let prior: Option<(Uuid, Option<Vec<u8>>)> = sqlx::query_as(&sql)
+        .bind(tenant_id)
+        .bind(&idem.key)
+        .fetch_optional(db)
+        .await?;
+    Ok(prior.map(|(id, hash)| {
+        if hash.as_deref() == Some(&idem.request_hash[..]) {
+            Created::Replayed(id)
+        } else {
+            Created::KeyReused
+        }
+    }))
+}
+
+/// The same inside the transaction whose insert the key's unique index refused: the
+/// row must be there.
 async fn replay(
     tx: &mut sqlx::PgConnection,
     table: &'static str,
     tenant_id: Uuid,
     idem: &Idempotency,
 ) -> Result<Created, DbError> {
-    #[derive(sqlx::FromRow)]
-    struct Prior {
-        id: Uuid,
-        request_hash: Option<Vec<u8>>,
-    }
-    let sql = format!(
-        "SELECT id, request_hash FROM {table} WHERE tenant_id = $1 AND idempotency_key = $2"
-    );
-    let prior: Option<Prior> = sqlx::query_as(&sql)
-        .bind(tenant_id)
-        .bind(&idem.key)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let prior =
-        prior.ok_or_else(|| DbError::Corrupt("idempotency key vanished while in use".into()))?;
-    Ok(
-        if prior.request_hash.as_deref() == Some(&idem.request_hash[..]) {
-            Created::Replayed(prior.id)
-        } else {
-            Created::KeyReused
-        },
-    )
+    prior(tx, table, tenant_id, idem)
+        .await?
+        .ok_or_else(|| DbError::Corrupt("idempotency key vanished while in use".into()))
 }
 
 /// Creates a batch and its items' jobs in one transaction (one `UNNEST` insert each),
@@ -1113,20 +1120,7 @@ pub async fn find_idempotent_job(
     tenant_id: Uuid,
     idem: &Idempotency,
 ) -> Result<Option<Created>, DbError> {
-    let prior: Option<(Uuid, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT id, request_hash FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2",
-    )
-    .bind(tenant_id)
-    .bind(&idem.key)
-    .fetch_optional(pool)
-    .await?;
-    Ok(prior.map(|(id, hash)| {
-        if hash.as_deref() == Some(&idem.request_hash[..]) {
-            Created::Replayed(id)
-        } else {
-            Created::KeyReused
-        }
-    }))
+    prior(pool, "jobs", tenant_id, idem).await
 }
 
 /// The same for batches.
@@ -1135,20 +1129,7 @@ pub async fn find_idempotent_batch(
     tenant_id: Uuid,
     idem: &Idempotency,
 ) -> Result<Option<Created>, DbError> {
-    let prior: Option<(Uuid, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT id, request_hash FROM batches WHERE tenant_id = $1 AND idempotency_key = $2",
-    )
-    .bind(tenant_id)
-    .bind(&idem.key)
-    .fetch_optional(pool)
-    .await?;
-    Ok(prior.map(|(id, hash)| {
-        if hash.as_deref() == Some(&idem.request_hash[..]) {
-            Created::Replayed(id)
-        } else {
-            Created::KeyReused
-        }
-    }))
+    prior(pool, "batches", tenant_id, idem).await
 }
 
 #[cfg(test)]
