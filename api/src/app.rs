@@ -11,13 +11,14 @@ use axum::routing::{get, post};
 use axum::Router;
 use shared::config::Config;
 use shared::objects::ObjectStore;
+use shared::purge::Purger;
 use shared::queue::JobQueue;
 use sqlx::PgPool;
 
 use crate::auth::{AuthGuard, RateLimiter};
 use crate::error::ApiError;
 use crate::wait::Waiters;
-use crate::{batches, health, jobs, reprocess};
+use crate::{batches, health, jobs, reprocess, webhooks};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -31,6 +32,8 @@ pub struct AppState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Long-poll requests waiting for jobs to finish.
     pub waiters: Arc<Waiters>,
+    /// Deletes jobs everywhere they live.
+    pub purger: Purger,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -40,7 +43,7 @@ pub fn router(state: AppState) -> Router {
         .saturating_add(64 * 1024);
     Router::new()
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
         .route("/v1/jobs/{id}/versions", get(jobs::versions))
         .route("/v1/jobs/{id}/transcript", get(jobs::transcript))
         .route("/v1/jobs/{id}/reprocess", post(reprocess::one))
@@ -51,6 +54,24 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/batches/{id}/pause", post(batches::pause))
         .route("/v1/batches/{id}/resume", post(batches::resume))
         .route("/v1/batches/{id}/cancel", post(batches::cancel))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/v1/webhooks/secret", post(webhooks::tenant_secret))
+        .route("/v1/webhooks/deliveries", get(webhooks::all_deliveries))
+        .route("/v1/webhooks/deliveries/{id}", get(webhooks::delivery))
+        .route(
+            "/v1/webhooks/deliveries/{id}/redeliver",
+            post(webhooks::redeliver),
+        )
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get).delete(webhooks::delete),
+        )
+        .route("/v1/webhooks/{id}/rotate", post(webhooks::rotate))
+        .route("/v1/webhooks/{id}/enable", post(webhooks::enable))
+        .route(
+            "/v1/webhooks/{id}/deliveries",
+            get(webhooks::endpoint_deliveries),
+        )
         .layer(DefaultBodyLimit::max(body_limit))
         // A batch carries up to 100,000 items, or up to 1,000 uploaded files.
         .route(
@@ -114,8 +135,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .ensure_bucket()
         .await
         .with_context(|| format!("creating bucket '{}'", config.s3_bucket))?;
-    let queue = JobQueue::new(&config, shared::queue::connect_lazy(&config)?);
+    let conn = shared::queue::connect_lazy(&config)?;
+    let queue = JobQueue::new(&config, conn.clone());
+    let config_arc = Arc::new(config.clone());
+    let purger = Purger::new(db.clone(), objects.clone(), conn, config_arc.clone());
     let state = AppState {
+        purger,
         limiter: Arc::new(RateLimiter::new(
             config.rate_limit_per_s,
             config.rate_limit_burst,
@@ -130,7 +155,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.max_concurrent_requests.max(1),
         )),
         waiters: Arc::new(Waiters::new(config.max_waiting_requests)),
-        config: Arc::new(config.clone()),
+        config: config_arc,
         db,
         queue,
         objects,

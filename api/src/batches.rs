@@ -61,6 +61,10 @@ struct ItemJson {
     rubric: Option<String>,
     #[serde(default)]
     model: Option<String>,
+    #[serde(default)]
+    webhook_url: Option<String>,
+    #[serde(default)]
+    webhook_result: Option<bool>,
 }
 
 impl ItemJson {
@@ -73,6 +77,8 @@ impl ItemJson {
             summary_model: self.summary_model,
             rubric: self.rubric.clone(),
             model: self.model.clone(),
+            webhook_url: self.webhook_url.clone(),
+            webhook_result: self.webhook_result,
         }
     }
 }
@@ -394,6 +400,16 @@ pub async fn create(
     };
     if uploads.is_empty() && source.is_none() {
         options::check_daily_quota(&state.db, caller.tenant_id(), &limits, items.len()).await?;
+    }
+    let webhook_urls = items
+        .iter()
+        .filter_map(|i| i.options.webhook_url.as_deref())
+        .chain(batch_options.webhook_url.as_deref());
+    if let Err(e) =
+        options::check_webhooks(&state.config, &state.db, caller.tenant_id(), webhook_urls).await
+    {
+        delete_uploads(&state, &uploads).await;
+        return Err(e);
     }
     let batch = NewBatch {
         id: Uuid::new_v4(),

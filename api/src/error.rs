@@ -15,6 +15,12 @@ pub enum ApiError {
     ForbiddenSource,
     #[error("audio URLs may not use port {0}")]
     ForbiddenPort(u16),
+    #[error("refusing the webhook URL: {0}")]
+    WebhookTarget(shared::net::TargetError),
+    #[error("webhook endpoint not found")]
+    WebhookNotFound,
+    #[error("webhook delivery not found")]
+    DeliveryNotFound,
     #[error("job not found")]
     NotFound,
     #[error("batch not found")]
@@ -40,6 +46,9 @@ pub enum ApiError {
     NotAllowed { code: &'static str, message: String },
     #[error("{0}")]
     BadRequest(String),
+    /// A request that is well-formed but cannot be accepted as it is, with its own code.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
     #[error("upload larger than {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("request body larger than {limit} bytes")]
@@ -65,7 +74,21 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "missing-scope"),
             Self::ForbiddenSource => (StatusCode::FORBIDDEN, "forbidden-source"),
             Self::ForbiddenPort(_) => (StatusCode::BAD_REQUEST, "forbidden-port"),
-            Self::NotFound | Self::BatchNotFound => (StatusCode::NOT_FOUND, "not-found"),
+            Self::WebhookTarget(e) => (
+                StatusCode::BAD_REQUEST,
+                match e {
+                    shared::net::TargetError::InvalidUrl(_) => "invalid-webhook-url",
+                    shared::net::TargetError::ForbiddenPort { .. } => "webhook-forbidden-port",
+                    shared::net::TargetError::ForbiddenAddress { .. } => {
+                        "webhook-forbidden-address"
+                    }
+                    shared::net::TargetError::UnknownHost(_) => "webhook-unknown-host",
+                },
+            ),
+            Self::NotFound
+            | Self::BatchNotFound
+            | Self::WebhookNotFound
+            | Self::DeliveryNotFound => (StatusCode::NOT_FOUND, "not-found"),
             Self::VersionNotFound(_) => (StatusCode::NOT_FOUND, "version-not-found"),
             Self::InvalidItems { .. } => (StatusCode::BAD_REQUEST, "invalid-items"),
             Self::IdempotencyKeyReused => {
@@ -76,6 +99,7 @@ impl ApiError {
             Self::LimitExceeded { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             Self::NotAllowed { code, .. } => (StatusCode::FORBIDDEN, code),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+            Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "file-too-large"),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large"),
             Self::FieldTooLong { .. } => (StatusCode::BAD_REQUEST, "field-too-long"),

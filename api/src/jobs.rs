@@ -38,6 +38,10 @@ struct CreateJson {
     rubric: Option<String>,
     #[serde(default)]
     model: Option<String>,
+    #[serde(default)]
+    webhook_url: Option<String>,
+    #[serde(default)]
+    webhook_result: Option<bool>,
 }
 
 /// Largest JSON body of `POST /v1/jobs`: a URL and a few options.
@@ -122,6 +126,8 @@ pub async fn create(
             summary_model: body.summary_model,
             rubric: body.rubric,
             model: body.model,
+            webhook_url: body.webhook_url,
+            webhook_result: body.webhook_result,
         };
         let options = options::validate(raw, Lane::Interactive, &state.config)?;
         options::check_allowed(&options.1, &limits)?;
@@ -143,6 +149,13 @@ pub async fn create(
     };
     let stored = async {
         options::check_daily_quota(&state.db, caller.tenant_id(), &limits, 1).await?;
+        options::check_webhooks(
+            &state.config,
+            &state.db,
+            caller.tenant_id(),
+            job.options.webhook_url.as_deref(),
+        )
+        .await?;
         if let Some(max) = limits.max_concurrent {
             let active =
                 shared::db::batch::active_jobs(&state.db, caller.tenant_id(), lane).await?;
@@ -462,6 +475,27 @@ pub struct GetQuery {
 
 /// Longest long-poll.
 pub const MAX_WAIT_S: u64 = 60;
+
+/// `DELETE /v1/jobs/{id}`: the job, all its result versions, its uploaded audio, its
+/// cache entries and queue tasks (`shared::purge`); 204, and 404 from then on. A run in
+/// progress finishes unseen: its result is discarded.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require("jobs:write")?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    match state.purger.delete_job(Some(caller.tenant_id()), id).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(false) => Err(ApiError::NotFound),
+        Err(shared::purge::PurgeError::Db(e)) => Err(e.into()),
+        Err(e @ shared::purge::PurgeError::Objects(_)) => {
+            tracing::warn!(job = %id, error = %e, "job not deleted");
+            Err(ApiError::Unavailable("object storage"))
+        }
+    }
+}
 
 pub async fn get(
     State(state): State<AppState>,

@@ -17,6 +17,7 @@ mod jobs;
 mod options;
 mod reprocess;
 mod wait;
+mod webhooks;
 
 #[derive(Debug, Parser)]
 #[command(name = "voxq-api", version, about = "voxq HTTP API")]
@@ -55,6 +56,18 @@ enum Command {
         /// Refuse rubrics.
         #[arg(long)]
         no_rubrics: bool,
+    },
+    /// Override a tenant's retention (each flag left out: the service's
+    /// `audio_retention_s` / `result_retention_s`; 0 keeps forever).
+    Retention {
+        #[arg(long)]
+        tenant: String,
+        /// Seconds after a job finished that its uploaded audio is deleted.
+        #[arg(long)]
+        audio_retention_s: Option<u32>,
+        /// Seconds after a job finished that it is deleted with its results.
+        #[arg(long)]
+        result_retention_s: Option<u32>,
     },
 }
 
@@ -140,6 +153,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tenant.trim()
             );
             println!("limits of {}: {limits:?}", tenant.trim());
+            Ok(())
+        }
+        Command::Retention {
+            tenant,
+            audio_retention_s,
+            result_retention_s,
+        } => {
+            let pool = shared::db::connect(&config)
+                .await
+                .context("connecting to PostgreSQL")?;
+            shared::db::migrate(&pool).await?;
+            let (audio, result) = (
+                audio_retention_s.map(i64::from),
+                result_retention_s.map(i64::from),
+            );
+            anyhow::ensure!(
+                shared::db::purge::set_tenant_retention(&pool, tenant.trim(), audio, result)
+                    .await?,
+                "unknown tenant '{}'",
+                tenant.trim()
+            );
+            let show = |v: Option<i64>| {
+                v.map_or("the service's setting".to_string(), |s| format!("{s} s"))
+            };
+            println!(
+                "retention of {}: audio {}, results {}",
+                tenant.trim(),
+                show(audio),
+                show(result)
+            );
             Ok(())
         }
         Command::Keys {

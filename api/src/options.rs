@@ -28,10 +28,16 @@ pub struct RawOptions {
     /// Named transcription model (`default`, `base`, … as configured in `models`).
     #[serde(default)]
     pub model: Option<String>,
+    /// URL the job's event is POSTed to (signed webhook).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Whether the webhook payload carries the result.
+    #[serde(default)]
+    pub webhook_result: Option<bool>,
 }
 
 /// Names of the option fields, for form fields and query parameters.
-pub const FIELDS: [&str; 7] = [
+pub const FIELDS: [&str; 9] = [
     "lane",
     "language",
     "tasks",
@@ -39,6 +45,8 @@ pub const FIELDS: [&str; 7] = [
     "summary_model",
     "rubric",
     "model",
+    "webhook_url",
+    "webhook_result",
 ];
 
 impl RawOptions {
@@ -52,6 +60,8 @@ impl RawOptions {
             summary_model: top.summary_model.or(self.summary_model),
             rubric: top.rubric.clone().or_else(|| self.rubric.clone()),
             model: top.model.clone().or_else(|| self.model.clone()),
+            webhook_url: top.webhook_url.clone().or_else(|| self.webhook_url.clone()),
+            webhook_result: top.webhook_result.or(self.webhook_result),
         }
     }
 
@@ -62,6 +72,19 @@ impl RawOptions {
             "language" => self.language = Some(value.to_string()),
             "rubric" => self.rubric = Some(value.to_string()),
             "model" => self.model = Some(value.to_string()),
+            "webhook_url" => self.webhook_url = Some(value.to_string()),
+            "webhook_result" => {
+                self.webhook_result = Some(match value.trim() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => {
+                        let other: String = other.chars().take(16).collect();
+                        return Err(ApiError::BadRequest(format!(
+                            "invalid webhook_result '{other}' (true or false)"
+                        )));
+                    }
+                })
+            }
             "summary" => self.summary = Some(parse_enum("summary", value)?),
             "summary_model" => self.summary_model = Some(parse_enum("summary_model", value)?),
             "tasks" => {
@@ -135,6 +158,15 @@ pub fn validate(
             )));
         }
     };
+    let webhook_url = match raw
+        .webhook_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        None => None,
+        Some(u) => Some(check_webhook_url(u, config)?),
+    };
     let tasks = raw.tasks.unwrap_or_else(|| JobOptions::default().tasks);
     Ok((
         lane,
@@ -145,8 +177,73 @@ pub fn validate(
             summary_model: raw.summary_model.unwrap_or_default(),
             rubric,
             model,
+            webhook_url,
+            webhook_result: raw.webhook_result.unwrap_or(false),
         },
     ))
+}
+
+/// Longest webhook URL.
+const MAX_WEBHOOK_URL: usize = 2048;
+
+/// A webhook URL's syntax, scheme, port and (for a literal address) address, as the
+/// `webhook_allow*` settings allow; [`resolve_webhooks`] checks the names later.
+pub fn check_webhook_url(u: &str, config: &Config) -> Result<String, ApiError> {
+    if u.len() > MAX_WEBHOOK_URL {
+        return Err(ApiError::FieldTooLong {
+            field: "webhook_url",
+            limit: MAX_WEBHOOK_URL,
+        });
+    }
+    let url = url::Url::parse(u)
+        .map_err(|e| ApiError::BadRequest(format!("invalid webhook_url: {e}")))?;
+    config
+        .webhook_policy()
+        .check_url(&url)
+        .map_err(ApiError::WebhookTarget)?;
+    Ok(url.to_string())
+}
+
+/// Before jobs with `webhook_url`s are stored: the tenant has a secret to sign their
+/// deliveries with, and every URL's host leads where `webhook_allow*` allows.
+pub async fn check_webhooks<'a>(
+    config: &Config,
+    db: &sqlx::PgPool,
+    tenant_id: uuid::Uuid,
+    urls: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ApiError> {
+    let urls: Vec<&str> = urls.into_iter().collect();
+    if urls.is_empty() {
+        return Ok(());
+    }
+    if !shared::db::webhooks::has_tenant_secret(db, tenant_id).await? {
+        return Err(ApiError::Invalid {
+            code: "webhook-secret-missing",
+            message: "deliveries to a webhook_url are signed with the tenant's webhook secret,                       and this tenant has none yet: create it once with POST /v1/webhooks/secret"
+                .into(),
+        });
+    }
+    resolve_webhooks(config, urls).await
+}
+
+/// Resolves the hosts of webhook URLs and refuses any that leads to an address the
+/// `webhook_allow*` settings do not allow (the dispatcher checks again, and pins the
+/// connection, at every attempt).
+pub async fn resolve_webhooks<'a>(
+    config: &Config,
+    urls: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ApiError> {
+    let policy = config.webhook_policy();
+    let unique: std::collections::BTreeSet<&str> = urls.into_iter().collect();
+    for u in unique {
+        let url = url::Url::parse(u)
+            .map_err(|e| ApiError::BadRequest(format!("invalid webhook_url: {e}")))?;
+        policy.check(&url).await.map_err(|e| {
+            tracing::info!(detail = %e.detail(), "webhook target refused");
+            ApiError::WebhookTarget(e)
+        })?;
+    }
+    Ok(())
 }
 
 /// Refuses options the tenant may not use.

@@ -168,6 +168,38 @@ pub struct Config {
     /// Ports audio URLs may name besides 443 (and 80 when `fetch_allow_http`), e.g.
     /// `[8443]`; any other port is refused before connecting.
     pub fetch_allow_ports: Vec<u16>,
+
+    // --- webhooks (worker delivers; API checks targets at submission) ---
+    /// Networks webhook targets may be in although they are private, loopback or
+    /// link-local, as `fetch_allow` is for audio. Empty: public addresses only.
+    #[serde(deserialize_with = "cidr_list")]
+    pub webhook_allow: Vec<IpNet>,
+    /// Also accept `http://` webhook URLs (the address rules still apply). Off by default.
+    pub webhook_allow_http: bool,
+    /// Ports webhook URLs may name besides 443 (and 80 with `webhook_allow_http`).
+    pub webhook_allow_ports: Vec<u16>,
+    /// Deadline of one delivery attempt (connect, send, answer), seconds.
+    pub webhook_timeout_s: u64,
+    /// Delays before each retry of a failed delivery, seconds: the first attempt is
+    /// immediate, then one retry per entry (the Standard Webhooks schedule, ~3 days).
+    pub webhook_retry_schedule_s: Vec<u64>,
+    /// Deliveries one worker process makes at once.
+    pub webhook_concurrency: usize,
+    /// How long a rotated-out secret keeps signing beside the new one, seconds
+    /// (a rotation request may ask for another grace).
+    pub webhook_rotation_grace_s: u64,
+
+    // --- retention (the sweeper's leader purges) ---
+    /// Seconds after a job finished that its uploaded audio is deleted from S3 (0 =
+    /// keep). Audio fetched from the tenant's own S3 or a URL is never deleted.
+    /// A tenant may override it (`voxq-api limits --audio-retention-s`).
+    pub audio_retention_s: u64,
+    /// Seconds after a job finished that it is deleted with its results, as
+    /// `DELETE /v1/jobs/{id}` would (0 = keep forever). A tenant may override it.
+    pub result_retention_s: u64,
+    /// How often the purge runs, seconds.
+    pub purge_interval_s: u64,
+
     // --- providers, scoring and summaries (worker) ---
     /// Remote OpenAI-compatible transcription providers (`/audio/transcriptions`), by name.
     pub transcribe_providers: Vec<ProviderConfig>,
@@ -237,6 +269,18 @@ impl Default for Config {
             fetch_allow: Vec::new(),
             fetch_allow_http: false,
             fetch_allow_ports: Vec::new(),
+            webhook_allow: Vec::new(),
+            webhook_allow_http: false,
+            webhook_allow_ports: Vec::new(),
+            webhook_timeout_s: 15,
+            webhook_retry_schedule_s: vec![
+                5, 300, 1_800, 7_200, 18_000, 36_000, 36_000, 86_400, 86_400,
+            ],
+            webhook_concurrency: 16,
+            webhook_rotation_grace_s: 24 * 3600,
+            audio_retention_s: 7 * 24 * 3600,
+            result_retention_s: 0,
+            purge_interval_s: 60,
             transcribe_providers: Vec::new(),
             transcribe_order: vec![LOCAL_PROVIDER.into()],
             chat_cheap: Vec::new(),
@@ -404,6 +448,15 @@ impl Config {
     /// on every hop.
     pub fn fetch_port_allowed(&self, port: u16) -> bool {
         port_allowed(port, self.fetch_allow_http, &self.fetch_allow_ports)
+    }
+
+    /// Where webhooks may be delivered (`webhook_allow*`).
+    pub fn webhook_policy(&self) -> crate::net::TargetPolicy {
+        crate::net::TargetPolicy {
+            allow: self.webhook_allow.clone(),
+            allow_http: self.webhook_allow_http,
+            allow_ports: self.webhook_allow_ports.clone(),
+        }
     }
 
     /// How long a request body may stall.

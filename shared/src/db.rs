@@ -18,11 +18,14 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub mod batch;
+pub mod purge;
+pub mod webhooks;
 
 use crate::config::Config;
 use crate::domain::{
     is_canonical_key, JobOptions, JobResult, JobStatus, Lane, S3Prefix, Transcript,
 };
+use crate::webhooks::Event;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -419,6 +422,7 @@ pub async fn recover_lost_runs(
     max_attempts: i32,
     limit: i64,
 ) -> Result<LostRuns, DbError> {
+    let mut tx = pool.begin().await?;
     let rows: Vec<RecoveredRow> = sqlx::query_as(
         "WITH lost AS (
              SELECT id FROM jobs
@@ -443,7 +447,7 @@ pub async fn recover_lost_runs(
     .bind(limit)
     .bind(WORKER_CRASHED)
     .bind(worker_crashed_message(max_attempts))
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let mut out = LostRuns::default();
     for r in rows {
@@ -457,9 +461,13 @@ pub async fn recover_lost_runs(
         sqlx::query("SELECT count(pg_notify($1, x::text)) FROM unnest($2::uuid[]) AS x")
             .bind(JOB_FINISHED_CHANNEL)
             .bind(&out.failed)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+        for id in &out.failed {
+            webhooks::enqueue_job_event(&mut tx, *id, Event::JobFailed, None).await?;
+        }
     }
+    tx.commit().await?;
     Ok(out)
 }
 
@@ -713,6 +721,7 @@ pub async fn claim_job(
         .execute(&mut *tx)
         .await?;
         notify_finished(&mut tx, id).await?;
+        webhooks::enqueue_job_event(&mut tx, id, Event::JobFailed, None).await?;
         tx.commit().await?;
         return Ok(Claim::Exhausted { code });
     }
@@ -760,6 +769,7 @@ pub async fn complete_job(
     model: &str,
     worker: &str,
     timings: &serde_json::Value,
+    cache_keys: &[String],
 ) -> Result<Fenced, DbError> {
     let transcript = to_json(&result.transcript)?;
     let scores = to_json(&result.scores)?;
@@ -798,7 +808,18 @@ pub async fn complete_job(
     .bind(usage)
     .execute(&mut *tx)
     .await?;
+    if !cache_keys.is_empty() {
+        sqlx::query(
+            "UPDATE jobs SET cache_keys = ARRAY(SELECT DISTINCT unnest(cache_keys || $2))
+             WHERE id = $1",
+        )
+        .bind(job.id)
+        .bind(cache_keys)
+        .execute(&mut *tx)
+        .await?;
+    }
     notify_finished(&mut tx, job.id).await?;
+    webhooks::enqueue_job_event(&mut tx, job.id, Event::JobCompleted, Some(result)).await?;
     tx.commit().await?;
     Ok(Fenced::Done)
 }
@@ -821,23 +842,26 @@ pub async fn fail_job(
     message: &str,
     timings: &serde_json::Value,
 ) -> Result<Fenced, DbError> {
-    let done: i64 = sqlx::query_scalar(
-        "WITH u AS (
-             UPDATE jobs SET status = 'failed', finished_at = now(), updated_at = now(),
-                    run_token = NULL, error_code = $3, error_message = $4, timings = $5
-             WHERE id = $1 AND run_token = $2 AND status = 'processing'
-             RETURNING id)
-         SELECT count(pg_notify($6, id::text)) FROM u",
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'failed', finished_at = now(), updated_at = now(),
+                run_token = NULL, error_code = $3, error_message = $4, timings = $5
+         WHERE id = $1 AND run_token = $2 AND status = 'processing'",
     )
     .bind(job.id)
     .bind(job.run)
     .bind(code)
     .bind(message)
     .bind(timings)
-    .bind(JOB_FINISHED_CHANNEL)
-    .fetch_one(pool)
-    .await?;
-    Ok(fenced(done as u64))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if done == 1 {
+        notify_finished(&mut tx, job.id).await?;
+        webhooks::enqueue_job_event(&mut tx, job.id, Event::JobFailed, None).await?;
+    }
+    tx.commit().await?;
+    Ok(fenced(done))
 }
 
 /// Puts the job back to `queued` after a transient error, if `run` owns it, keeping the

@@ -233,6 +233,14 @@ pub struct JobOptions {
     /// `default` (the worker's `model_dir`). Remote providers use their own model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Where this job's `job.completed` or `job.failed` event is POSTed, signed with the
+    /// tenant's webhook secret (besides the tenant's registered endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// Whether that event carries the result (transcript cut to 16 KiB, language,
+    /// duration, summary); by default it carries ids, status and links.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub webhook_result: bool,
 }
 
 impl Default for JobOptions {
@@ -244,6 +252,8 @@ impl Default for JobOptions {
             summary_model: ModelTier::default(),
             rubric: None,
             model: None,
+            webhook_url: None,
+            webhook_result: false,
         }
     }
 }

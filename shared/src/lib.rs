@@ -7,10 +7,13 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod net;
 pub mod objects;
+pub mod purge;
 pub mod queue;
 pub mod render;
 pub mod shutdown;
+pub mod webhooks;
 
 /// An error and its causes as one readable line: `cannot read the audio: No such file`.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -253,6 +253,43 @@ pub async fn vacuum(
     Ok(removed)
 }
 
+/// Deletes the queue tasks of a deleted job: runs `0..=attempts` (`<job>:<n>`; a
+/// rare re-push under a `:r` id is left to [`vacuum`]), from every list and set of the
+/// lane and their records.
+pub async fn forget_job(
+    conn: &mut ConnectionManager,
+    config: &Config,
+    lane: Lane,
+    job_id: Uuid,
+    attempts: i32,
+) -> Result<(), QueueError> {
+    let cfg = lane_config(config, lane, 1);
+    let meta = cfg.job_meta_hash();
+    let mut pipe = redis::pipe();
+    for n in 0..=attempts.max(0) {
+        let id = task_id(job_id, n).to_string();
+        pipe.cmd("LREM")
+            .arg(cfg.active_jobs_list())
+            .arg(0)
+            .arg(&id)
+            .ignore();
+        pipe.cmd("ZREM")
+            .arg(cfg.scheduled_jobs_set())
+            .arg(&id)
+            .ignore();
+        pipe.cmd("SREM").arg(cfg.done_jobs_set()).arg(&id).ignore();
+        pipe.cmd("SREM").arg(cfg.dead_jobs_set()).arg(&id).ignore();
+        pipe.cmd("HDEL").arg(cfg.job_data_hash()).arg(&id).ignore();
+        pipe.cmd("HDEL")
+            .arg(format!("{meta}:result"))
+            .arg(&id)
+            .ignore();
+        pipe.cmd("DEL").arg(format!("{meta}:{id}")).ignore();
+    }
+    let _: () = pipe.query_async(conn).await?;
+    Ok(())
+}
+
 /// Moves due tasks from a lane's scheduled set to its active list, `PROMOTE_CHUNK` at a
 /// time. apalis-redis pushes every task into the scheduled set and promotes *all* due
 /// ones inside its fetch script with one `RPUSH unpack(...)`, which Lua refuses beyond

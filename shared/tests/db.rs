@@ -572,7 +572,8 @@ async fn a_job_is_queued_pushed_claimed_and_completed() {
             &result,
             "whisper-tiny.en",
             "worker-1",
-            &timings
+            &timings,
+            &[],
         )
         .await
         .unwrap(),
@@ -608,7 +609,7 @@ async fn a_job_is_queued_pushed_claimed_and_completed() {
     assert_eq!(stored, Some(timings.clone()));
 
     assert_eq!(
-        db::complete_job(&t.pool, &run, &result, "m", "worker-1", &timings)
+        db::complete_job(&t.pool, &run, &result, "m", "worker-1", &timings, &[])
             .await
             .unwrap(),
         Fenced::Superseded,
@@ -637,9 +638,17 @@ async fn a_result_without_scores_summary_or_rubric_reads_back_without_them() {
         rubric: None,
         usage: Usage::new(),
     };
-    let done = db::complete_job(&t.pool, &run, &result, "m", "w", &serde_json::json!({}))
-        .await
-        .unwrap();
+    let done = db::complete_job(
+        &t.pool,
+        &run,
+        &result,
+        "m",
+        "w",
+        &serde_json::json!({}),
+        &[],
+    )
+    .await
+    .unwrap();
     assert_eq!(done, Fenced::Done);
     let nulls: (bool, bool, bool) = sqlx::query_as(
         "SELECT scores IS NULL, summary IS NULL, rubric IS NULL FROM job_results WHERE job_id = $1",
@@ -723,7 +732,7 @@ async fn a_requeued_job_runs_again_and_a_failed_job_stays_failed() {
     );
 
     assert_eq!(
-        db::complete_job(&t.pool, &second, &full_result(), "m", "w", &timings)
+        db::complete_job(&t.pool, &second, &full_result(), "m", "w", &timings, &[])
             .await
             .unwrap(),
         Fenced::Superseded,
@@ -1129,6 +1138,7 @@ async fn listing_pages_by_keyset_and_reprocess_adds_a_version() {
             "whisper-tiny.en",
             "w",
             &serde_json::json!({}),
+            &[],
         )
         .await
         .unwrap();
@@ -1210,4 +1220,169 @@ async fn listing_pages_by_keyset_and_reprocess_adds_a_version() {
         .await
         .unwrap()
         .is_none());
+}
+
+/// The webhook outbox: completing a job records one delivery per matching endpoint in
+/// the same transaction; two dispatchers never take the same attempt; a retry waits
+/// for its time; a delivery that gives up with no success since it was created
+/// disables its endpoint and fails the endpoint's other pending deliveries.
+#[tokio::test]
+async fn the_webhook_outbox_is_written_with_the_result_and_taken_once() {
+    use voxq_shared::db::webhooks::{self as wh, NewEndpoint, Outcome};
+    use voxq_shared::webhooks::Event;
+    let t = TestDb::new().await;
+    let acme = tenant(&t.pool, "acme").await;
+    let (completed, _) = wh::create_endpoint(
+        &t.pool,
+        acme,
+        &NewEndpoint {
+            url: "https://hooks.example.com/a".into(),
+            events: vec![Event::JobCompleted],
+            include_result: true,
+            description: None,
+        },
+    )
+    .await
+    .unwrap();
+    let (failed_only, _) = wh::create_endpoint(
+        &t.pool,
+        acme,
+        &NewEndpoint {
+            url: "https://hooks.example.com/b".into(),
+            events: vec![Event::JobFailed],
+            include_result: false,
+            description: None,
+        },
+    )
+    .await
+    .unwrap();
+    let id = queued(&t.pool, acme, Lane::Interactive).await;
+    let run = claim(&t.pool, id, 3).await;
+    let keys = ["transcript:abc".to_string()];
+    db::complete_job(
+        &t.pool,
+        &run,
+        &full_result(),
+        "m",
+        "w",
+        &serde_json::json!({}),
+        &keys,
+    )
+    .await
+    .unwrap();
+    let stored: Vec<String> = sqlx::query_scalar("SELECT cache_keys FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, keys);
+
+    // Two dispatchers at once: one takes the delivery, the other nothing.
+    let hold = Duration::from_secs(60);
+    let (a, b) = tokio::join!(
+        wh::take_due(&t.pool, 10, hold),
+        wh::take_due(&t.pool, 10, hold)
+    );
+    let mut taken: Vec<_> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+    assert_eq!(
+        taken.len(),
+        1,
+        "one delivery (the job.failed endpoint is filtered out)"
+    );
+    let d = taken.pop().unwrap();
+    assert_eq!(d.endpoint_id, Some(completed.id));
+    assert_eq!((d.attempts, d.in_schedule), (1, 1));
+    assert!(d.secret.as_deref().is_some_and(|s| s.starts_with("whsec_")));
+    let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+    assert_eq!(body["type"], "job.completed");
+    assert_eq!(body["data"]["id"], id.to_string());
+    assert!(body["data"]["result"]["text"].is_string(), "{body}");
+    assert!(
+        wh::take_due(&t.pool, 10, hold).await.unwrap().is_empty(),
+        "held"
+    );
+
+    // A retry in a minute is not due now.
+    let retry = Outcome::Retry {
+        status: Some(500),
+        error: "the receiver answered 500".into(),
+        after: Duration::from_secs(60),
+    };
+    wh::record_attempt(&t.pool, &d, &retry, Duration::from_millis(12))
+        .await
+        .unwrap();
+    assert!(wh::take_due(&t.pool, 10, hold).await.unwrap().is_empty());
+    let view = wh::get_delivery(&t.pool, acme, d.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.status, "pending");
+    assert_eq!(view.attempt_log.len(), 1);
+    assert_eq!(view.attempt_log[0].status, Some(500));
+    assert!(view.next_attempt_at.is_some());
+
+    // A redelivery is due at once and starts the schedule over.
+    assert!(wh::redeliver(&t.pool, acme, d.id).await.unwrap());
+    let d = wh::take_due(&t.pool, 10, hold)
+        .await
+        .unwrap()
+        .pop()
+        .expect("due");
+    assert_eq!((d.attempts, d.in_schedule), (2, 1));
+
+    // Giving up with no success since the delivery was created disables the endpoint.
+    let give_up = Outcome::GiveUp {
+        status: Some(500),
+        error: "the receiver answered 500; gave up".into(),
+    };
+    wh::record_attempt(&t.pool, &d, &give_up, Duration::from_millis(5))
+        .await
+        .unwrap();
+    let endpoint = wh::get_endpoint(&t.pool, acme, completed.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!endpoint.enabled);
+    assert!(endpoint
+        .disabled_reason
+        .unwrap()
+        .contains("every attempt failed"));
+    let other = wh::get_endpoint(&t.pool, acme, failed_only.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(other.enabled, "other endpoints are untouched");
+
+    // A disabled endpoint gets no new deliveries.
+    let id2 = queued(&t.pool, acme, Lane::Interactive).await;
+    let run2 = claim(&t.pool, id2, 3).await;
+    db::complete_job(
+        &t.pool,
+        &run2,
+        &full_result(),
+        "m",
+        "w",
+        &serde_json::json!({}),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(wh::take_due(&t.pool, 10, hold).await.unwrap().is_empty());
+
+    // Deleting a job deletes its deliveries and results.
+    assert!(voxq_shared::db::purge::delete_job(&t.pool, id)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(wh::get_delivery(&t.pool, acme, d.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        voxq_shared::db::purge::delete_job(&t.pool, id)
+            .await
+            .unwrap()
+            .map(|j| j.id),
+        None
+    );
 }

@@ -6,6 +6,8 @@
 //! Each test stack gets its own queue prefix and tenants, so tests never take each
 //! other's jobs.
 
+pub mod receiver;
+
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -510,6 +512,15 @@ pub async fn db(config: &StackConfig) -> sqlx::PgPool {
     sqlx::PgPool::connect(&config.env["VOXQ_DATABASE_URL"])
         .await
         .expect("test database")
+}
+
+/// The `source` of a job as stored (`s3://…` for an upload).
+pub async fn job_source(config: &StackConfig, id: Uuid) -> String {
+    sqlx::query_scalar("SELECT source FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db(config).await)
+        .await
+        .expect("job source")
 }
 
 pub async fn result_versions(pool: &sqlx::PgPool, id: Uuid) -> i64 {

@@ -225,7 +225,7 @@ async fn a_stale_run_can_neither_complete_fail_requeue_nor_touch_the_job() {
     let timings = serde_json::json!({});
     assert!(!shared::db::touch_job(&pool, id, old.run).await.unwrap());
     assert_eq!(
-        shared::db::complete_job(&pool, &old, &result, "m", "old", &timings)
+        shared::db::complete_job(&pool, &old, &result, "m", "old", &timings, &[])
             .await
             .unwrap(),
         Fenced::Superseded
@@ -263,7 +263,7 @@ async fn a_stale_run_can_neither_complete_fail_requeue_nor_touch_the_job() {
         Fenced::Done
     );
     assert_eq!(
-        shared::db::complete_job(&pool, &new, &result, "m", "new", &timings)
+        shared::db::complete_job(&pool, &new, &result, "m", "new", &timings, &[])
             .await
             .unwrap(),
         Fenced::Superseded

@@ -67,17 +67,21 @@ pub trait Source: Send + Sync {
     fn fetch<'a>(&'a self, job: &'a Job<'a>) -> BoxFuture<'a, Result<Fetched, StageError>>;
 }
 
-/// Milliseconds per stage of one run, as stored with the job.
+/// What a run leaves besides its result: milliseconds per stage, as stored with the
+/// job, and the cache entries it read or wrote (deleted with the job).
 #[derive(Debug, Default)]
-pub struct Timings(serde_json::Map<String, serde_json::Value>);
+pub struct Timings {
+    stages: serde_json::Map<String, serde_json::Value>,
+    pub cache_keys: Vec<String>,
+}
 
 impl Timings {
     pub fn record(&mut self, stage: &str, since: Instant) {
-        self.0
+        self.stages
             .insert(stage.into(), serde_json::json!(ms(since.elapsed())));
     }
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Object(self.0.clone())
+        serde_json::Value::Object(self.stages.clone())
     }
 }
 
@@ -128,6 +132,7 @@ impl Pipeline {
                 options.model.as_deref(),
             )
             .await;
+        timings.cache_keys.extend(cache_key.iter().cloned());
         let cached = match &cache_key {
             Some(key) => self.transcribe.cached(key).await,
             None => None,

@@ -1,14 +1,18 @@
 //! `voxq-worker run`: the queue worker. One apalis worker per lane pulls job ids from
 //! Redis, and [`handler`] runs each job through the stages; [`sweeper`] pushes jobs that
 //! PostgreSQL holds as queued but Redis does not; [`dispatcher`] hands the bulk backlog
-//! to Redis fairly across tenants and lists batch prefixes.
+//! to Redis fairly across tenants and lists batch prefixes; [`webhooks`] delivers the
+//! webhook outbox. The sweeper's leader also completes finished batches and runs the
+//! retention purge (`shared::purge`).
 
 pub mod dispatcher;
 pub mod handler;
 pub mod source;
 pub mod sweeper;
+pub mod webhooks;
 
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -145,7 +149,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let storage = LaneStorage::new(conn.clone()).with_config(lane_config.clone());
             let pipeline = pipeline.clone();
             WorkerBuilder::new(format!("{name}-{}-{restarts}", lane.as_str()))
-                .backend(storage.poll_with_interval(poll))
+                .backend(storage.poll_with_strategy(ArmedInterval(IntervalStrategy::new(poll))))
                 .concurrency(concurrency)
                 // A panic in a job fails that task instead of the lane worker; the job
                 // stays `processing`, and the sweeper retries it until max_attempts.
@@ -157,6 +161,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
+    let purger =
+        shared::purge::Purger::new(db.clone(), objects.clone(), conn.clone(), config.clone());
     let dispatcher = tokio::spawn(dispatcher::run(
         db.clone(),
         queue.clone(),
@@ -164,14 +170,40 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.clone(),
         name.clone(),
     ));
-    let sweeper = tokio::spawn(sweeper::run(db, queue, conn, config.clone(), name.clone()));
+    let webhooks = tokio::spawn(webhooks::run(db.clone(), config.clone()));
+    let sweeper = tokio::spawn(sweeper::run(
+        db,
+        queue,
+        conn,
+        purger,
+        config.clone(),
+        name.clone(),
+    ));
     let result = monitor
         .run_with_signal(shared::shutdown::shutdown_signal())
         .await;
     sweeper.abort();
     dispatcher.abort();
+    webhooks.abort();
     tracing::info!("voxq-worker stopped");
     result.map_err(|e| anyhow::anyhow!("worker monitor: {e}"))
+}
+
+/// apalis-core 1.0's `IntervalStrategy`, with its next tick always armed. On a tick it
+/// installs a fresh timer without polling it, so nothing registers a wake-up for the
+/// next tick; when the same poll of the lane's stream also gets an empty fetch, the
+/// lane sleeps until its next heartbeat (10 s): a job pushed then waited that long.
+/// Polling the new timer once registers the waker (it answers `Pending`).
+struct ArmedInterval(IntervalStrategy);
+
+impl PollStrategy for ArmedInterval {
+    fn poll_drive(&mut self, cx: &mut TaskContext<'_>, s: &PollSnapshot) -> Poll<Option<()>> {
+        let tick = self.0.poll_drive(cx, s);
+        if tick.is_ready() {
+            while self.0.poll_drive(cx, s).is_ready() {}
+        }
+        tick
+    }
 }
 
 /// The lane worker's name without its restart counter (`<process>-<lane>-<n>`).

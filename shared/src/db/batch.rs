@@ -290,7 +290,7 @@ struct BatchRow {
 
 /// An item's status as the batch sees it (see the module documentation), its error code
 /// when failed, whether it finished recently, and its result version's cost.
-const ITEM_STATE: &str = "
+pub(crate) const ITEM_STATE: &str = "
     SELECT CASE WHEN j.requested_version = i.version THEN j.status
                 WHEN r.job_id IS NOT NULL THEN 'completed' ELSE 'failed' END AS status,
            CASE WHEN j.requested_version = i.version THEN j.error_code
@@ -375,19 +375,55 @@ pub async fn get_batch(
     }
     if view.status == BatchStatus::Running && open == 0 {
         // Every item has finished: the batch is complete (recorded once).
-        let finished: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "UPDATE batches SET status = 'completed', finished_at = now()
-             WHERE id = $1 AND status = 'running' RETURNING finished_at",
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-        if let Some(at) = finished {
+        if let Some(at) = complete_batch(pool, id).await? {
             view.status = BatchStatus::Completed;
             view.finished_at = Some(at);
         }
     }
     Ok(Some(view))
+}
+
+/// Marks a running batch completed and records its `batch.completed` event, in one
+/// transaction; the time it finished, or `None` if it was not running (done already).
+/// The caller has seen that none of its items is open.
+async fn complete_batch(pool: &PgPool, id: Uuid) -> Result<Option<DateTime<Utc>>, DbError> {
+    let mut tx = pool.begin().await?;
+    let finished: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "UPDATE batches SET status = 'completed', finished_at = now()
+         WHERE id = $1 AND status = 'running' RETURNING finished_at",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if finished.is_some() {
+        super::webhooks::enqueue_batch_event(&mut tx, id).await?;
+    }
+    tx.commit().await?;
+    Ok(finished)
+}
+
+/// Completes every running batch none of whose items is still open (queued,
+/// processing or paused for the version the batch asked for), so `batch.completed` is
+/// sent without anyone reading the batch. Run by the sweeper's leader. Each batch's
+/// check reads its items from the last one back (the last to finish), so a running
+/// batch costs a row or two. Returns how many were completed.
+pub async fn finish_batches(pool: &PgPool) -> Result<usize, DbError> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT b.id FROM batches b
+         WHERE b.status = 'running' AND (
+             SELECT i.seq FROM batch_items i JOIN jobs j ON j.id = i.job_id
+             WHERE i.batch_id = b.id AND j.requested_version = i.version
+               AND j.status IN ('queued', 'processing', 'paused')
+             ORDER BY i.seq DESC LIMIT 1) IS NULL
+         LIMIT 100",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut n = 0;
+    for id in ids {
+        n += usize::from(complete_batch(pool, id).await?.is_some());
+    }
+    Ok(n)
 }
 
 /// A page of a tenant's batches, newest first, after the `(created_at, id)` cursor.

@@ -120,6 +120,7 @@ impl Handler {
                     &self.model(&result),
                     worker,
                     &timings.to_json(),
+                    &timings.cache_keys,
                 )
                 .await;
                 timings.record("store", t);

@@ -36,6 +36,7 @@ pub async fn run(
     db: PgPool,
     queue: JobQueue,
     conn: ConnectionManager,
+    purger: shared::purge::Purger,
     config: Arc<Config>,
     holder: String,
 ) {
@@ -49,6 +50,8 @@ pub async fn run(
     // Finished tasks are vacuumed every `queue_retention_s / 10` (at least every sweep).
     let vacuum_every = Duration::from_secs(config.queue_retention_s / 10).max(every);
     let mut last_vacuum = tokio::time::Instant::now();
+    let purge_every = Duration::from_secs(config.purge_interval_s.max(1));
+    let mut last_purge: Option<tokio::time::Instant> = None;
     loop {
         tick.tick().await;
         match shared::db::try_lease(&db, LEASE, &holder, lease_ttl).await {
@@ -80,6 +83,17 @@ pub async fn run(
         }
         if let Err(e) = sweep(&db, &queue, conn.clone(), &config).await {
             tracing::debug!(error = %e, "sweep failed; next time");
+        }
+        match shared::db::batch::finish_batches(&db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(batches = n, "batches completed"),
+            Err(e) => tracing::debug!(error = %e, "batch completion check failed; next time"),
+        }
+        if last_purge.is_none_or(|t| t.elapsed() >= purge_every) {
+            last_purge = Some(tokio::time::Instant::now());
+            if let Err(e) = purger.purge().await {
+                tracing::warn!(error = %e, "retention purge failed; next time");
+            }
         }
         if last_vacuum.elapsed() >= vacuum_every {
             last_vacuum = tokio::time::Instant::now();

@@ -16,13 +16,13 @@
 //! the client did not write. [`FetchError::detail`] has those, for the log.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures::StreamExt;
-use ipnet::IpNet;
 use shared::config::Config;
 use shared::domain::AudioSource;
+use shared::net::{TargetError, TargetPolicy};
 use shared::objects::{ObjectError, ObjectStore};
 use tokio::time::{Instant, MissedTickBehavior};
 use url::Url;
@@ -142,9 +142,8 @@ impl From<ObjectError> for FetchError {
 #[derive(Debug, Clone)]
 pub struct FetchStage {
     objects: ObjectStore,
-    allow: Vec<IpNet>,
-    allow_http: bool,
-    allow_ports: Vec<u16>,
+    /// `fetch_allow*`: which addresses and ports URLs may reach.
+    policy: TargetPolicy,
     max_bytes: u64,
     deadline: Duration,
     min_bytes_per_s: u64,
@@ -156,9 +155,11 @@ impl FetchStage {
     pub fn new(objects: ObjectStore, config: &Config) -> Self {
         Self {
             objects,
-            allow: config.fetch_allow.clone(),
-            allow_http: config.fetch_allow_http,
-            allow_ports: config.fetch_allow_ports.clone(),
+            policy: TargetPolicy {
+                allow: config.fetch_allow.clone(),
+                allow_http: config.fetch_allow_http,
+                allow_ports: config.fetch_allow_ports.clone(),
+            },
             max_bytes: config.max_fetch_bytes,
             deadline: Duration::from_secs(config.fetch_timeout_s.max(1)),
             min_bytes_per_s: config.fetch_min_bytes_per_s,
@@ -196,7 +197,7 @@ impl FetchStage {
     }
 
     fn port_allowed(&self, port: u16) -> bool {
-        shared::config::port_allowed(port, self.allow_http, &self.allow_ports)
+        shared::config::port_allowed(port, self.policy.allow_http, &self.policy.allow_ports)
     }
 
     async fn fetch_url(&self, mut url: Url, deadline: Instant) -> Result<Vec<u8>, FetchError> {
@@ -208,7 +209,7 @@ impl FetchStage {
         for _ in 0..=MAX_REDIRECTS {
             match url.scheme() {
                 "https" => {}
-                "http" if self.allow_http => {}
+                "http" if self.policy.allow_http => {}
                 other => {
                     return Err(FetchError::InvalidUrl(format!(
                         "refusing to follow a redirect to scheme '{other}'"
@@ -327,25 +328,14 @@ impl FetchStage {
     /// Resolves `host` and returns an address to connect to, refusing the host if any of
     /// its addresses is non-public and not allow-listed.
     async fn resolve_checked(&self, host: &str, port: u16) -> Result<SocketAddr, FetchError> {
-        let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((host, port))
-                .await
-                .map_err(|_| FetchError::UnknownHost(host.to_string()))?
-                .collect(),
-        };
-        let first = *addrs
-            .first()
-            .ok_or_else(|| FetchError::UnknownHost(host.to_string()))?;
-        for addr in &addrs {
-            if !is_public(addr.ip()) && !self.allow.iter().any(|net| net.contains(&addr.ip())) {
-                return Err(FetchError::ForbiddenAddress {
-                    host: host.to_string(),
-                    addr: addr.ip(),
-                });
+        self.policy.resolve(host, port).await.map_err(|e| match e {
+            TargetError::ForbiddenAddress { host, addr } => {
+                FetchError::ForbiddenAddress { host, addr }
             }
-        }
-        Ok(first)
+            TargetError::UnknownHost(host) => FetchError::UnknownHost(host),
+            TargetError::ForbiddenPort { port } => FetchError::ForbiddenPort { port },
+            TargetError::InvalidUrl(m) => FetchError::InvalidUrl(m),
+        })
     }
 }
 
@@ -391,52 +381,7 @@ impl RateWindow {
     }
 }
 
-/// Whether an address is on the public internet (not private, loopback, link-local,
-/// shared, multicast, documentation, benchmarking, reserved, or a tunnel or translation
-/// prefix that embeds an IPv4 address, which could lead anywhere).
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || s[..6] == [0; 6] // IPv4-compatible ::a.b.c.d (deprecated), :: and ::1
-                || s[..6] == [0, 0, 0, 0, 0xffff, 0] // IPv4-translated ::ffff:0:a.b.c.d
-                || s[..4] == [0x100, 0, 0, 0] // discard-only 100::/64
-                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
-                || (s[0] == 0x2001 && s[1] == 0) // Teredo 2001::/32
-                || (s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0) // benchmarking 2001:2::/48
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || s[0] == 0x2002 // 6to4 2002::/16
-                || (s[0] == 0x64 && s[1] == 0xff9b)) // NAT64 to anything
-                && v6 != Ipv6Addr::UNSPECIFIED
-        }
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    !(ip.is_private()
-        || ip.is_loopback()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
-        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast (deprecated)
-        || (a == 198 && (b == 18 || b == 19)) // benchmarking
-        || a >= 240) // reserved
-}
+pub use shared::net::is_public;
 
 #[cfg(test)]
 mod tests {
