@@ -2,7 +2,7 @@
 # Installs the Debian packages voxq needs to build and test, if any are missing:
 # cmake and a C/C++ compiler (CTranslate2, oneDNN, libopus), pkg-config, and the
 # fixture tools espeak-ng, sox and ffmpeg. Runs `apt-get update` once first. Also the
-# PyPI package standardwebhooks (the reference webhook verifier the tests use).
+# PyPI packages standardwebhooks and openai (clients the tests use).
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -24,7 +24,10 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# The reference Standard Webhooks verifier, used by examples/webhook_receiver.py and its test.
-python3 -c 'import standardwebhooks' 2>/dev/null ||
-  python3 -m pip install --quiet --disable-pip-version-check standardwebhooks
+# Clients we did not write, that the tests drive voxq with: the reference Standard
+# Webhooks verifier (examples/webhook_receiver.py) and OpenAI's official client.
+for module in standardwebhooks openai; do
+  python3 -c "import $module" 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check "$module"
+done
 have cargo || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use crate::auth::{AuthGuard, RateLimiter};
 use crate::error::ApiError;
 use crate::wait::Waiters;
-use crate::{batches, health, jobs, reprocess, webhooks};
+use crate::{batches, health, jobs, openai, reprocess, webhooks};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -54,6 +54,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/batches/{id}/pause", post(batches::pause))
         .route("/v1/batches/{id}/resume", post(batches::resume))
         .route("/v1/batches/{id}/cancel", post(batches::cancel))
+        .route("/v1/audio/transcriptions", post(openai::transcriptions))
+        .route("/v1/models", get(openai::models))
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/v1/webhooks/secret", post(webhooks::tenant_secret))
         .route("/v1/webhooks/deliveries", get(webhooks::all_deliveries))

@@ -74,8 +74,8 @@ pub async fn create(
         let form = Multipart::from_request(request, &state)
             .await
             .map_err(|e| ApiError::BadRequest(format!("invalid multipart body: {e}")))?;
-        let form = read_form(&state, form).await?;
-        let options = options::validate(form.raw, Lane::Interactive, &state.config)?;
+        let form = read_form(&state, form, &[]).await?;
+        let options = options::validate(form.raw.clone(), Lane::Interactive, &state.config)?;
         options::check_allowed(&options.1, &limits)?;
         let idem = idem_key.map(|key| Idempotency {
             key,
@@ -90,19 +90,7 @@ pub async fn create(
                 return replayed(prior);
             }
         }
-        let key = match &form.ext {
-            Some(ext) => format!("uploads/{}/{id}.{ext}", caller.tenant_id()),
-            None => format!("uploads/{}/{id}", caller.tenant_id()),
-        };
-        state
-            .objects
-            .put_file(&key, form.file.path(), &form.content_type)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "upload to S3 failed");
-                ApiError::Unavailable("object storage")
-            })?;
-        let source = format!("s3://{}/{key}", state.objects.bucket());
+        let (source, key) = store_upload(&state, &caller, id, &form).await?;
         ((source, options), Some(key), idem)
     } else if content_type.starts_with("application/json") {
         let body = read_body(request, MAX_JSON_BYTES, state.config.body_timeout()).await?;
@@ -147,8 +135,32 @@ pub async fn create(
         source,
         options,
     };
+    if let Some(prior) = store_job(&state, &caller, &limits, &job, uploaded, idem).await? {
+        return replayed(prior);
+    }
+    tracing::info!(job = %id, lane = lane.as_str(), tenant = %caller.tenant_id(), "job accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/v1/jobs/{id}"))],
+        Json(json!({"id": id, "status": "queued"})),
+    )
+        .into_response())
+}
+
+/// Stores a job (daily quota, webhook targets, concurrency limit, idempotency) and
+/// pushes it if interactive. `Some` when nothing new was created (an idempotent
+/// replay); an upload of a request that created nothing is deleted.
+pub(crate) async fn store_job(
+    state: &AppState,
+    caller: &Caller,
+    limits: &shared::db::batch::TenantLimits,
+    job: &NewJob,
+    uploaded: Option<String>,
+    idem: Option<Idempotency>,
+) -> Result<Option<Created>, ApiError> {
+    let (id, lane) = (job.id, job.lane);
     let stored = async {
-        options::check_daily_quota(&state.db, caller.tenant_id(), &limits, 1).await?;
+        options::check_daily_quota(&state.db, caller.tenant_id(), limits, 1).await?;
         options::check_webhooks(
             &state.config,
             &state.db,
@@ -171,9 +183,9 @@ pub async fn create(
             }
         }
         Ok(match &idem {
-            Some(idem) => shared::db::batch::insert_job_idempotent(&state.db, &job, idem).await?,
+            Some(idem) => shared::db::batch::insert_job_idempotent(&state.db, job, idem).await?,
             None => {
-                shared::db::insert_job(&state.db, &job).await?;
+                shared::db::insert_job(&state.db, job).await?;
                 Created::New(id)
             }
         })
@@ -190,7 +202,7 @@ pub async fn create(
                 tracing::warn!(error = %de, key, "cannot delete the upload of a refused job");
             }
         }
-        return replayed(outcome?);
+        return Ok(Some(outcome?));
     }
     // The job is durable now. A bulk job waits for the fair dispatcher (worker); an
     // interactive one goes to Redis at once, and if Redis is down the sweeper pushes it.
@@ -210,13 +222,30 @@ pub async fn create(
             tracing::warn!(job = %id, error = %e, "enqueue failed; the sweeper will push the job")
         }
     }
-    tracing::info!(job = %id, lane = lane.as_str(), tenant = %caller.tenant_id(), "job accepted");
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, format!("/v1/jobs/{id}"))],
-        Json(json!({"id": id, "status": "queued"})),
-    )
-        .into_response())
+    Ok(None)
+}
+
+/// Writes a form's file to S3 as `uploads/<tenant>/<job>.<ext>`; the job's `s3://`
+/// source and the key.
+pub(crate) async fn store_upload(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    form: &Form,
+) -> Result<(String, String), ApiError> {
+    let key = match &form.ext {
+        Some(ext) => format!("uploads/{}/{id}.{ext}", caller.tenant_id()),
+        None => format!("uploads/{}/{id}", caller.tenant_id()),
+    };
+    state
+        .objects
+        .put_file(&key, form.file.path(), &form.content_type)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "upload to S3 failed");
+            ApiError::Unavailable("object storage")
+        })?;
+    Ok((format!("s3://{}/{key}", state.objects.bucket()), key))
 }
 
 /// A whole body of at most `limit` bytes, read within `timeout` (413 `body-too-large`,
@@ -243,17 +272,19 @@ pub async fn read_body(
 }
 
 /// A multipart form read to the end: the file on local disk, the options as text.
-struct Form {
+pub(crate) struct Form {
     file: TempUpload,
     ext: Option<String>,
     content_type: String,
-    raw: RawOptions,
+    pub raw: RawOptions,
+    /// The fields a caller of [`read_form`] asked for besides the options, in order.
+    pub extras: Vec<(String, String)>,
     /// SHA-256 of every field in order, for `Idempotency-Key`.
     hash: Vec<u8>,
 }
 
 /// An upload spooled to a local file, removed when dropped.
-struct TempUpload(std::path::PathBuf);
+pub(crate) struct TempUpload(std::path::PathBuf);
 
 impl TempUpload {
     fn path(&self) -> &std::path::Path {
@@ -270,11 +301,16 @@ impl Drop for TempUpload {
 /// Reads the whole form: the single `file` part is streamed to a temporary file (never
 /// held in memory), text fields are bounded, and a body that stalls for the body timeout
 /// ends the request with 408.
-async fn read_form(state: &AppState, mut form: Multipart) -> Result<Form, ApiError> {
+pub(crate) async fn read_form(
+    state: &AppState,
+    mut form: Multipart,
+    extra_fields: &[&'static str],
+) -> Result<Form, ApiError> {
     use tokio::io::AsyncWriteExt;
     let limit = state.config.max_upload_bytes;
     let stall = state.config.body_timeout();
     let mut raw = RawOptions::default();
+    let mut extras = Vec::new();
     let mut file: Option<(TempUpload, Option<String>, String)> = None;
     let mut hash = Sha256::new();
     while let Some(mut field) = timed(stall, form.next_field())
@@ -334,7 +370,7 @@ async fn read_form(state: &AppState, mut form: Multipart) -> Result<Form, ApiErr
                 }
                 file = Some((spool, ext, content_type));
             }
-            name if options::FIELDS.contains(&name) => {
+            name if options::FIELDS.contains(&name) || extra_fields.contains(&name) => {
                 let name = name.to_string();
                 let mut value = Vec::new();
                 while let Some(chunk) = timed(stall, field.chunk())
@@ -352,12 +388,21 @@ async fn read_form(state: &AppState, mut form: Multipart) -> Result<Form, ApiErr
                 let value = String::from_utf8(value)
                     .map_err(|_| ApiError::BadRequest(format!("field '{name}' is not UTF-8")))?;
                 hash.update(idempotency::hash_parts([name.as_bytes(), value.as_bytes()]));
-                raw.set_text(&name, &value)?;
+                if extra_fields.contains(&name.as_str()) {
+                    extras.push((name, value));
+                } else {
+                    raw.set_text(&name, &value)?;
+                }
             }
             other => {
                 let other: String = other.chars().take(64).collect();
+                let known: Vec<&str> = std::iter::once("file")
+                    .chain(options::FIELDS)
+                    .chain(extra_fields.iter().copied())
+                    .collect();
                 return Err(ApiError::BadRequest(format!(
-                    "unknown form field '{other}' (file, language, lane, tasks, summary, summary_model, rubric, model)"
+                    "unknown form field '{other}' ({})",
+                    known.join(", ")
                 )));
             }
         }
@@ -369,6 +414,7 @@ async fn read_form(state: &AppState, mut form: Multipart) -> Result<Form, ApiErr
         ext,
         content_type,
         raw,
+        extras,
         hash: hash.finalize().to_vec(),
     })
 }

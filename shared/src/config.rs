@@ -97,6 +97,9 @@ pub struct Config {
     /// once; beyond that a request is answered at once with the job's current state.
     /// Keep it below `max_concurrent_requests`.
     pub max_waiting_requests: usize,
+    /// Longest an OpenAI-compatible `POST /v1/audio/transcriptions` waits for its job,
+    /// seconds; then it answers 504 and the job goes on (`GET /v1/jobs/{id}`).
+    pub sync_timeout_s: u64,
 
     // --- worker ---
     /// faster-whisper model directory: the model named `default`, which jobs that name
@@ -243,6 +246,7 @@ impl Default for Config {
             body_timeout_s: 30,
             max_concurrent_requests: 512,
             max_waiting_requests: 256,
+            sync_timeout_s: 300,
             model_dir: PathBuf::from("models/whisper-tiny.en"),
             models: BTreeMap::new(),
             interactive_concurrency: 2,

@@ -1,0 +1,384 @@
+//! OpenAI-compatible routes: `POST /v1/audio/transcriptions` and `GET /v1/models`, so
+//! code written for OpenAI's client moves to voxq by changing its base URL and key.
+//!
+//! A transcription request is an ordinary interactive job (stored, billed, listed,
+//! deletable like any other; its id is in the `x-voxq-job-id` header) that the request
+//! waits for, woken by the same `LISTEN/NOTIFY` as the long-poll. Errors on these
+//! routes use OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use shared::config::DEFAULT_MODEL;
+use shared::db::NewJob;
+use shared::domain::{JobStatus, Lane, Transcript};
+use shared::render::{self, Format};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::jobs::{read_form, store_job, store_upload};
+use crate::options;
+
+/// The model name OpenAI's clients send; it means the `default` model.
+pub const OPENAI_MODEL: &str = "whisper-1";
+/// Form fields of OpenAI's request besides voxq's own options.
+const FIELDS: [&str; 5] = [
+    "response_format",
+    "prompt",
+    "temperature",
+    "timestamp_granularities[]",
+    "stream",
+];
+
+/// An error in OpenAI's shape, with voxq's status and code.
+pub struct OpenAiError(ApiError);
+
+impl From<ApiError> for OpenAiError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<shared::db::DbError> for OpenAiError {
+    fn from(e: shared::db::DbError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.0.status_and_code();
+        let kind = match status.as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            400..=499 => "invalid_request_error",
+            _ => "server_error",
+        };
+        let param = match &self.0 {
+            ApiError::Invalid { code, .. } if code.starts_with("unsupported-") => {
+                Some(code.trim_start_matches("unsupported-").replace('-', "_"))
+            }
+            _ => None,
+        };
+        let body = json!({"error": {
+            "message": self.0.to_string(),
+            "type": kind,
+            "param": param,
+            "code": code,
+        }});
+        let mut response = (status, Json(body)).into_response();
+        // Keep voxq's headers (Retry-After, WWW-Authenticate).
+        let original = self.0.into_response();
+        for name in [header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+            if let Some(v) = original.headers().get(&name) {
+                response.headers_mut().insert(name, v.clone());
+            }
+        }
+        response
+    }
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> OpenAiError {
+    OpenAiError(ApiError::Invalid {
+        code,
+        message: message.into(),
+    })
+}
+
+/// `GET /v1/models`: the configured local models, and `whisper-1` (the default).
+pub async fn models(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+) -> Result<Response, OpenAiError> {
+    caller?.require("jobs:read")?;
+    let mut names: Vec<String> = vec![OPENAI_MODEL.to_string()];
+    names.extend(state.config.model_dirs().into_keys());
+    let data: Vec<_> = names
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "voxq"}))
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+/// What the client asked for, besides the options.
+struct Asked {
+    format: ResponseFormat,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum ResponseFormat {
+    Json,
+    Text,
+    Srt,
+    Vtt,
+    VerboseJson,
+}
+
+/// `POST /v1/audio/transcriptions` (multipart: `file`, `model`, `language`, `prompt`,
+/// `response_format`, `temperature`, `timestamp_granularities[]`).
+pub async fn transcriptions(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    request: Request,
+) -> Result<Response, OpenAiError> {
+    let caller = caller?;
+    caller.require("jobs:write")?;
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if !is_form {
+        return Err(invalid(
+            "bad-request",
+            "send multipart/form-data with a file part, as OpenAI's API takes it",
+        ));
+    }
+    // A waiting slot first: a request that cannot wait is refused before any work.
+    let slot = state
+        .waiters
+        .slots
+        .try_acquire()
+        .map_err(|_| ApiError::Overloaded)?;
+    let limits = shared::db::batch::tenant_limits(&state.db, caller.tenant_id()).await?;
+    let form = Multipart::from_request(request, &state)
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("invalid multipart body: {e}")))?;
+    let mut form = read_form(&state, form, &FIELDS).await?;
+    let asked = read_openai_fields(&mut form.raw, &form.extras, &state)?;
+    form.raw.lane = Some(Lane::Interactive.as_str().to_string());
+    let (lane, job_options) =
+        options::validate(form.raw.clone(), Lane::Interactive, &state.config)?;
+    options::check_allowed(&job_options, &limits)?;
+    let id = Uuid::new_v4();
+    let (source, key) = store_upload(&state, &caller, id, &form).await?;
+    let job = NewJob {
+        id,
+        tenant_id: caller.tenant_id(),
+        lane,
+        source,
+        options: job_options,
+    };
+    // Register before the job can finish, so its notification is not missed.
+    let woken = state.waiters.register(id);
+    store_job(&state, &caller, &limits, &job, Some(key), None).await?;
+    tracing::info!(job = %id, tenant = %caller.tenant_id(), "OpenAI-compatible transcription accepted");
+    let wait = Duration::from_secs(state.config.sync_timeout_s.max(1));
+    let finished = tokio::time::timeout(wait, woken).await.is_ok();
+    if !finished {
+        state.waiters.forget_closed(id);
+    }
+    drop(slot);
+    let view = shared::db::get_job(&state.db, caller.tenant_id(), id, None)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let mut response = match (view.status, view.result, view.error) {
+        (JobStatus::Completed, Some(result), _) => answer(&result.transcript, asked.format),
+        (JobStatus::Failed, _, Some(error)) => {
+            let client_fault = !matches!(
+                error.code.as_str(),
+                "retries-exhausted" | "worker-crashed" | "model-unavailable" | "internal"
+            );
+            let (status, kind) = if client_fault {
+                (StatusCode::BAD_REQUEST, "invalid_request_error")
+            } else {
+                (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
+            };
+            let body = json!({"error": {
+                "message": error.message, "type": kind, "param": null, "code": error.code,
+            }});
+            (status, Json(body)).into_response()
+        }
+        (status, _, _) => {
+            let body = json!({"error": {
+                "message": format!(
+                    "the transcription is still {} after {} s; its result will be at GET /v1/jobs/{id}",
+                    status.as_str(),
+                    wait.as_secs()
+                ),
+                "type": "server_error", "param": null, "code": "timeout",
+            }});
+            (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response()
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert("x-voxq-job-id", v);
+    }
+    Ok(response)
+}
+
+/// OpenAI's fields: `model` (as a voxq model name), `response_format`, `temperature`
+/// (checked, not used: the engine decodes with faster-whisper's temperature fallback),
+/// `prompt` (accepted, not used), `timestamp_granularities[]` (`segment`; `word` is not
+/// available yet), `stream` (only `false`).
+fn read_openai_fields(
+    raw: &mut options::RawOptions,
+    extras: &[(String, String)],
+    state: &AppState,
+) -> Result<Asked, OpenAiError> {
+    match raw.model.as_deref().map(str::trim) {
+        None | Some("") => {
+            return Err(invalid(
+                "bad-request",
+                "model is required (whisper-1, or a configured model)",
+            ))
+        }
+        Some(OPENAI_MODEL) => raw.model = Some(DEFAULT_MODEL.into()),
+        Some(m) if state.config.has_model(m) => {}
+        Some(m) => {
+            let m: String = m.chars().take(64).collect();
+            return Err(OpenAiError(ApiError::Invalid {
+                code: "model_not_found",
+                message: format!("the model '{m}' does not exist (GET /v1/models lists them)"),
+            }));
+        }
+    }
+    let mut format = ResponseFormat::Json;
+    for (name, value) in extras {
+        let value = value.trim();
+        match name.as_str() {
+            "response_format" => {
+                format = match value {
+                    "json" => ResponseFormat::Json,
+                    "text" => ResponseFormat::Text,
+                    "srt" => ResponseFormat::Srt,
+                    "vtt" => ResponseFormat::Vtt,
+                    "verbose_json" => ResponseFormat::VerboseJson,
+                    other => {
+                        let other: String = other.chars().take(32).collect();
+                        return Err(invalid(
+                            "unsupported-response-format",
+                            format!(
+                                "response_format '{other}' is not supported (json, text, srt, \
+                                 verbose_json, vtt)"
+                            ),
+                        ));
+                    }
+                }
+            }
+            "temperature" => {
+                let ok = value.parse::<f64>().is_ok_and(|t| (0.0..=1.0).contains(&t));
+                if !ok {
+                    return Err(invalid(
+                        "bad-request",
+                        "temperature must be a number from 0 to 1",
+                    ));
+                }
+            }
+            "timestamp_granularities[]" => match value {
+                "segment" => {}
+                "word" => {
+                    return Err(invalid(
+                        "unsupported-timestamp-granularities",
+                        "word timestamps are not available yet; ask for segment",
+                    ))
+                }
+                other => {
+                    let other: String = other.chars().take(32).collect();
+                    return Err(invalid(
+                        "bad-request",
+                        format!("unknown timestamp granularity '{other}' (segment)"),
+                    ));
+                }
+            },
+            "stream" if value == "false" => {}
+            "stream" => return Err(invalid("unsupported-stream", "streaming is not supported")),
+            _ => {} // prompt
+        }
+    }
+    Ok(Asked { format })
+}
+
+/// The transcript as OpenAI answers it in each format.
+fn answer(t: &Transcript, format: ResponseFormat) -> Response {
+    let plain = |format: Format, body: String| {
+        (
+            [(
+                header::CONTENT_TYPE,
+                format!("{}; charset=utf-8", format.media_type()),
+            )],
+            body,
+        )
+            .into_response()
+    };
+    match format {
+        ResponseFormat::Json => Json(json!({"text": t.text.trim()})).into_response(),
+        ResponseFormat::Text => plain(Format::Text, render::text(t)),
+        ResponseFormat::Srt => plain(Format::Srt, render::srt(t)),
+        ResponseFormat::Vtt => plain(Format::Vtt, render::vtt(t)),
+        ResponseFormat::VerboseJson => {
+            let segments: Vec<_> = t
+                .segments
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    json!({
+                        "id": i,
+                        "seek": 0,
+                        "start": s.start,
+                        "end": s.end,
+                        "text": s.text,
+                        "tokens": [],
+                        "temperature": 0.0,
+                        "avg_logprob": s.avg_logprob,
+                        "compression_ratio": 0.0,
+                        "no_speech_prob": s.no_speech_prob,
+                    })
+                })
+                .collect();
+            Json(json!({
+                "task": "transcribe",
+                "language": language_name(&t.language),
+                "duration": t.duration_s,
+                "text": t.text.trim(),
+                "segments": segments,
+            }))
+            .into_response()
+        }
+    }
+}
+
+/// Whisper's language names, as OpenAI's `verbose_json` gives them.
+fn language_name(code: &str) -> String {
+    const NAMES: &str = "en:english,zh:chinese,de:german,es:spanish,ru:russian,ko:korean,\
+        fr:french,ja:japanese,pt:portuguese,tr:turkish,pl:polish,ca:catalan,nl:dutch,\
+        ar:arabic,sv:swedish,it:italian,id:indonesian,hi:hindi,fi:finnish,vi:vietnamese,\
+        he:hebrew,uk:ukrainian,el:greek,ms:malay,cs:czech,ro:romanian,da:danish,\
+        hu:hungarian,ta:tamil,no:norwegian,th:thai,ur:urdu,hr:croatian,bg:bulgarian,\
+        lt:lithuanian,la:latin,mi:maori,ml:malayalam,cy:welsh,sk:slovak,te:telugu,\
+        fa:persian,lv:latvian,bn:bengali,sr:serbian,az:azerbaijani,sl:slovenian,\
+        kn:kannada,et:estonian,mk:macedonian,br:breton,eu:basque,is:icelandic,\
+        hy:armenian,ne:nepali,mn:mongolian,bs:bosnian,kk:kazakh,sq:albanian,sw:swahili,\
+        gl:galician,mr:marathi,pa:punjabi,si:sinhala,km:khmer,sn:shona,yo:yoruba,\
+        so:somali,af:afrikaans,oc:occitan,ka:georgian,be:belarusian,tg:tajik,sd:sindhi,\
+        gu:gujarati,am:amharic,yi:yiddish,lo:lao,uz:uzbek,fo:faroese,ht:haitian creole,\
+        ps:pashto,tk:turkmen,nn:nynorsk,mt:maltese,sa:sanskrit,lb:luxembourgish,\
+        my:myanmar,bo:tibetan,tl:tagalog,mg:malagasy,as:assamese,tt:tatar,haw:hawaiian,\
+        ln:lingala,ha:hausa,ba:bashkir,jw:javanese,su:sundanese,yue:cantonese";
+    NAMES
+        .split(',')
+        .filter_map(|pair| pair.trim().split_once(':'))
+        .find(|(c, _)| *c == code)
+        .map_or_else(|| code.to_string(), |(_, name)| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_names_are_whispers() {
+        assert_eq!(language_name("en"), "english");
+        assert_eq!(language_name("cs"), "czech");
+        assert_eq!(language_name("yue"), "cantonese");
+        assert_eq!(language_name("xx"), "xx");
+    }
+}
