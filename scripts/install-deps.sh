@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages voxq needs to build and test, if any are missing:
 # cmake and a C/C++ compiler (CTranslate2, oneDNN, libopus), pkg-config, and the
-# fixture tools espeak-ng, sox and ffmpeg. Runs `apt-get update` once first. Also the
+# fixture tools espeak-ng, sox and ffmpeg, and promtool (package prometheus). Runs `apt-get update` once first. Also the
 # PyPI packages standardwebhooks and openai (clients the tests use).
 set -euo pipefail
 need=()
@@ -17,6 +17,8 @@ have sox || need+=(sox)
 have bc || need+=(bc)
 have espeak-ng || need+=(espeak-ng)
 have python3 || need+=(python3 python3-pip)
+# promtool checks the metrics expositions in the tests.
+have promtool || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   SUDO=""

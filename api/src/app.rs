@@ -34,6 +34,7 @@ pub struct AppState {
     pub waiters: Arc<Waiters>,
     /// Deletes jobs everywhere they live.
     pub purger: Purger,
+    pub metrics: Arc<crate::metrics::ApiMetrics>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -86,6 +87,10 @@ pub fn router(state: AppState) -> Router {
         ))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .layer(middleware::from_fn(close_after_refused_body))
         .with_state(state)
 }
@@ -143,6 +148,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let purger = Purger::new(db.clone(), objects.clone(), conn, config_arc.clone());
     let state = AppState {
         purger,
+        metrics: Arc::new(crate::metrics::ApiMetrics::new()),
         limiter: Arc::new(RateLimiter::new(
             config.rate_limit_per_s,
             config.rate_limit_burst,
@@ -163,6 +169,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         objects,
     };
     tokio::spawn(crate::wait::listen(state.db.clone(), state.waiters.clone()));
+    if let Some(addr) =
+        shared::metrics::listen_addr(&config.metrics_addr).map_err(anyhow::Error::msg)?
+    {
+        tokio::spawn(crate::metrics::serve(addr, state.clone()));
+    }
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding {}", config.listen_addr))?;

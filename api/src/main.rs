@@ -14,6 +14,7 @@ mod error;
 mod health;
 mod idempotency;
 mod jobs;
+mod metrics;
 mod openai;
 mod options;
 mod reprocess;

@@ -101,6 +101,11 @@ pub struct Config {
     /// seconds; then it answers 504 and the job goes on (`GET /v1/jobs/{id}`).
     pub sync_timeout_s: u64,
 
+    /// Address of this process's Prometheus `/metrics` listener, e.g. `0.0.0.0:9464`
+    /// (a listener of its own, unauthenticated: keep it on the internal network); empty:
+    /// no metrics listener.
+    pub metrics_addr: String,
+
     // --- worker ---
     /// faster-whisper model directory: the model named `default`, which jobs that name
     /// no model get.
@@ -247,6 +252,7 @@ impl Default for Config {
             max_concurrent_requests: 512,
             max_waiting_requests: 256,
             sync_timeout_s: 300,
+            metrics_addr: String::new(),
             model_dir: PathBuf::from("models/whisper-tiny.en"),
             models: BTreeMap::new(),
             interactive_concurrency: 2,

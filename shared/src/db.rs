@@ -903,3 +903,39 @@ pub async fn ping(pool: &PgPool) -> Result<(), DbError> {
 fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, DbError> {
     serde_json::to_value(value).map_err(|e| DbError::Corrupt(e.to_string()))
 }
+
+/// Levels an operator watches, read when metrics are scraped.
+#[derive(Debug, Default, Clone)]
+pub struct Levels {
+    /// (status, lane, jobs) for jobs queued or processing.
+    pub open_jobs: Vec<(String, String, i64)>,
+    /// (tenant name, jobs) of the bulk backlog still waiting in PostgreSQL.
+    pub bulk_backlog: Vec<(String, i64)>,
+    /// Webhook deliveries still to be made.
+    pub webhooks_pending: i64,
+}
+
+pub async fn levels(pool: &PgPool) -> Result<Levels, DbError> {
+    let open_jobs = sqlx::query_as(
+        "SELECT status, lane, count(*) FROM jobs WHERE status IN ('queued', 'processing')
+         GROUP BY status, lane",
+    )
+    .fetch_all(pool)
+    .await?;
+    let bulk_backlog = sqlx::query_as(
+        "SELECT t.name, count(*) FROM jobs j JOIN tenants t ON t.id = j.tenant_id
+         WHERE j.status = 'queued' AND j.lane = 'bulk' AND j.enqueued_at IS NULL
+         GROUP BY t.name",
+    )
+    .fetch_all(pool)
+    .await?;
+    let webhooks_pending =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+            .fetch_one(pool)
+            .await?;
+    Ok(Levels {
+        open_jobs,
+        bulk_backlog,
+        webhooks_pending,
+    })
+}

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod metrics;
 pub mod net;
 pub mod objects;
 pub mod purge;

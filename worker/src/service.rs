@@ -7,6 +7,7 @@
 
 pub mod dispatcher;
 pub mod handler;
+pub mod metrics;
 pub mod source;
 pub mod sweeper;
 pub mod webhooks;
@@ -96,11 +97,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         rubric: RubricStage::new(chat),
         noop: config.bench_noop_transcribe,
     };
+    let metrics = Arc::new(metrics::WorkerMetrics::new());
+    if let Some(addr) =
+        shared::metrics::listen_addr(&config.metrics_addr).map_err(anyhow::Error::msg)?
+    {
+        tokio::spawn(metrics::serve(addr, metrics.clone()));
+    }
     let pipeline = Arc::new(Handler {
         pipeline,
         db: db.clone(),
         queue: queue.clone(),
         config: config.clone(),
+        metrics: metrics.clone(),
     });
 
     let name = process_name();
@@ -170,7 +178,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.clone(),
         name.clone(),
     ));
-    let webhooks = tokio::spawn(webhooks::run(db.clone(), config.clone()));
+    let webhooks = tokio::spawn(webhooks::run(db.clone(), config.clone(), metrics));
     let sweeper = tokio::spawn(sweeper::run(
         db,
         queue,

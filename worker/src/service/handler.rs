@@ -28,6 +28,7 @@ pub struct Handler {
     pub db: PgPool,
     pub queue: JobQueue,
     pub pipeline: Pipeline,
+    pub metrics: Arc<super::metrics::WorkerMetrics>,
 }
 
 impl Handler {
@@ -124,6 +125,10 @@ impl Handler {
                 )
                 .await;
                 timings.record("store", t);
+                if matches!(r, Ok(Fenced::Done)) {
+                    self.metrics
+                        .completed(lane, job.tenant_id, &result, &timings.to_json());
+                }
                 r.map(|fenced| log_fenced(fenced, "job completed"))
             }
             Err(e) if e.transient && job.run_number < self.config.max_attempts => {
@@ -131,6 +136,7 @@ impl Handler {
                 tracing::warn!(code = e.code, error = %e.detail, retry_in_ms = delay.as_millis() as u64, "transient error; retrying");
                 match shared::db::requeue_job(&self.db, &job, e.code, &e.message).await {
                     Ok(Fenced::Done) => {
+                        self.metrics.ended(lane, "retried", e.code);
                         // The new run's task id is <job>:<attempts>, distinct from this run's.
                         if let Err(qe) = self
                             .queue
@@ -158,9 +164,12 @@ impl Handler {
                     (e.code, e.message)
                 };
                 tracing::warn!(code, error = %e.detail, "job failed");
-                shared::db::fail_job(&self.db, &job, code, &message, &timings.to_json())
-                    .await
-                    .map(|fenced| log_fenced(fenced, "job failed"))
+                let r =
+                    shared::db::fail_job(&self.db, &job, code, &message, &timings.to_json()).await;
+                if matches!(r, Ok(Fenced::Done)) {
+                    self.metrics.ended(lane, "failed", code);
+                }
+                r.map(|fenced| log_fenced(fenced, "job failed"))
             }
         };
         stored.map_err(|e| {

@@ -30,8 +30,9 @@ const POLL: Duration = Duration::from_secs(1);
 /// Longest wait a receiver's `Retry-After` can impose.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-pub async fn run(db: PgPool, config: Arc<Config>) {
+pub async fn run(db: PgPool, config: Arc<Config>, metrics: Arc<super::metrics::WorkerMetrics>) {
     let dispatcher = Dispatcher {
+        metrics,
         policy: config.webhook_policy(),
         timeout: Duration::from_secs(config.webhook_timeout_s.max(1)),
         schedule: config
@@ -99,6 +100,7 @@ async fn wait(listener: &mut Option<PgListener>) -> bool {
 }
 
 struct Dispatcher {
+    metrics: Arc<super::metrics::WorkerMetrics>,
     policy: TargetPolicy,
     timeout: Duration,
     schedule: Vec<Duration>,
@@ -109,6 +111,12 @@ impl Dispatcher {
         let started = Instant::now();
         let outcome = self.attempt(&d).await;
         let took = started.elapsed();
+        self.metrics.webhook(match &outcome {
+            Outcome::Delivered { .. } => "delivered",
+            Outcome::Retry { .. } => "retry",
+            Outcome::GiveUp { .. } => "failed",
+            Outcome::Gone => "gone",
+        });
         match &outcome {
             Outcome::Delivered { status } => tracing::info!(status, "webhook delivered"),
             Outcome::Retry {
