@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -13,7 +13,9 @@ use shared::config::Config;
 use shared::objects::ObjectStore;
 use shared::purge::Purger;
 use shared::queue::JobQueue;
+use shared::trace::TraceContext;
 use sqlx::PgPool;
+use tracing::Instrument;
 
 use crate::auth::{AuthGuard, RateLimiter};
 use crate::error::ApiError;
@@ -87,12 +89,53 @@ pub fn router(state: AppState) -> Router {
         ))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route_layer(middleware::from_fn(trace_request))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,
         ))
         .layer(middleware::from_fn(close_after_refused_body))
         .with_state(state)
+}
+
+/// Runs each request in a `request` span of its own trace context: the caller's
+/// `traceparent` continued, or a new trace. The context is kept in the request's
+/// extensions (jobs store it, so the worker's spans carry the same trace id) and
+/// answered in a `traceparent` header.
+async fn trace_request(mut request: Request, next: Next) -> Response {
+    let incoming = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    let ctx = TraceContext::continue_from(incoming);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        trace_id = %ctx.trace_id,
+        span_id = %ctx.span_id,
+        parent_id = ctx.parent_id.as_deref().unwrap_or(""),
+    );
+    let header = HeaderValue::from_str(&ctx.traceparent()).ok();
+    request.extensions_mut().insert(ctx);
+    let mut response = next.run(request).instrument(span).await;
+    if let Some(h) = header {
+        response.headers_mut().insert("traceparent", h);
+    }
+    response
+}
+
+/// The `traceparent` a job created by this request records (its `request` span).
+pub fn traceparent(request: &Request) -> Option<String> {
+    request
+        .extensions()
+        .get::<TraceContext>()
+        .map(TraceContext::traceparent)
 }
 
 /// Sheds load beyond `max_concurrent_requests` with 503 `overloaded`, so a flood of slow

@@ -240,6 +240,7 @@ pub async fn create(
     request: Request,
 ) -> Result<Response, ApiError> {
     caller.require("jobs:write")?;
+    let traceparent = crate::app::traceparent(&request);
     let idem_key = idempotency::key(request.headers())?;
     let limits = shared::db::batch::tenant_limits(&state.db, caller.tenant_id()).await?;
     let content_type = request
@@ -421,6 +422,7 @@ pub async fn create(
             key,
             request_hash: hash,
         }),
+        traceparent,
     };
     let created = shared::db::batch::create_batch(&state.db, &batch, &items).await;
     match created {

@@ -62,6 +62,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     caller.require("jobs:write")?;
     let id = Uuid::new_v4();
+    let traceparent = crate::app::traceparent(&request);
     let idem_key = idempotency::key(request.headers())?;
     let limits = shared::db::batch::tenant_limits(&state.db, caller.tenant_id()).await?;
     let content_type = request
@@ -134,6 +135,7 @@ pub async fn create(
         lane,
         source,
         options,
+        traceparent,
     };
     if let Some(prior) = store_job(&state, &caller, &limits, &job, uploaded, idem).await? {
         return replayed(prior);

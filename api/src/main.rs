@@ -245,10 +245,5 @@ async fn sources(config: &Config, command: SourcesCommand) -> anyhow::Result<()>
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VOXQ_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    shared::logging::init("info");
 }

@@ -131,6 +131,7 @@ pub async fn transcriptions(
 ) -> Result<Response, OpenAiError> {
     let caller = caller?;
     caller.require("jobs:write")?;
+    let traceparent = crate::app::traceparent(&request);
     let is_form = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -166,6 +167,7 @@ pub async fn transcriptions(
         lane,
         source,
         options: job_options,
+        traceparent,
     };
     // Register before the job can finish, so its notification is not missed.
     let woken = state.waiters.register(id);

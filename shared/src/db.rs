@@ -301,13 +301,16 @@ pub struct NewJob {
     pub lane: Lane,
     pub source: String,
     pub options: JobOptions,
+    /// The creating request's W3C `traceparent` (see `shared::trace`).
+    pub traceparent: Option<String>,
 }
 
 pub async fn insert_job(pool: &PgPool, job: &NewJob) -> Result<DateTime<Utc>, DbError> {
     let options =
         serde_json::to_value(&job.options).map_err(|e| DbError::Corrupt(e.to_string()))?;
     let created: DateTime<Utc> = sqlx::query_scalar(
-        "INSERT INTO jobs (id, tenant_id, lane, source, options) VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO jobs (id, tenant_id, lane, source, options, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6)
          RETURNING created_at",
     )
     .bind(job.id)
@@ -315,6 +318,7 @@ pub async fn insert_job(pool: &PgPool, job: &NewJob) -> Result<DateTime<Utc>, Db
     .bind(job.lane.as_str())
     .bind(&job.source)
     .bind(options)
+    .bind(&job.traceparent)
     .fetch_one(pool)
     .await?;
     Ok(created)
@@ -642,6 +646,8 @@ pub struct ClaimedJob {
     pub version: i32,
     /// This run's fencing token: every later write of the run must present it.
     pub run: Uuid,
+    /// The `traceparent` of the request that created the job.
+    pub traceparent: Option<String>,
 }
 
 /// The answer to a claim.
@@ -674,6 +680,7 @@ struct ClaimedRow {
     attempts: i32,
     attempts_base: i32,
     requested_version: i32,
+    traceparent: Option<String>,
 }
 
 /// Claims a job for one run: a `queued` job, or a `processing` job whose run has not
@@ -730,7 +737,8 @@ pub async fn claim_job(
         "UPDATE jobs SET status = 'processing', attempts = attempts + 1, run_token = $3,
                 started_at = COALESCE(started_at, now()), updated_at = now(), worker = $2
          WHERE id = $1
-         RETURNING id, tenant_id, source, options, attempts, attempts_base, requested_version",
+         RETURNING id, tenant_id, source, options, attempts, attempts_base, requested_version,
+                   traceparent",
     )
     .bind(id)
     .bind(worker)
@@ -748,6 +756,7 @@ pub async fn claim_job(
         run_number: r.attempts - r.attempts_base,
         version: r.requested_version,
         run,
+        traceparent: r.traceparent,
     }))
 }
 

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod objects;
@@ -14,6 +15,7 @@ pub mod purge;
 pub mod queue;
 pub mod render;
 pub mod shutdown;
+pub mod trace;
 pub mod webhooks;
 
 /// An error and its causes as one readable line: `cannot read the audio: No such file`.

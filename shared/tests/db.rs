@@ -107,6 +107,7 @@ fn new_job(tenant_id: Uuid, lane: Lane) -> NewJob {
         lane,
         source: format!("s3://calls/{}.ogg", Uuid::new_v4().simple()),
         options: JobOptions::default(),
+        traceparent: None,
     }
 }
 
@@ -958,6 +959,7 @@ fn new_batch(tenant_id: Uuid, idem: Option<(&str, &[u8])>) -> NewBatch {
             key: k.into(),
             request_hash: h.to_vec(),
         }),
+        traceparent: None,
     }
 }
 

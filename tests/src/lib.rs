@@ -81,7 +81,11 @@ fn logged_addr(log: &str) -> Option<String> {
             plain.push(c);
         }
     }
-    let line = plain.lines().find(|l| l.contains("listening"))?;
+    // The API's own listener (not its metrics listener), in text or JSON logs.
+    let line = plain.lines().find(|l| l.contains("voxq-api listening"))?;
+    if let Some(rest) = line.split("\"addr\":\"").nth(1) {
+        return Some(rest.split('"').next()?.to_string());
+    }
     let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
     Some(addr.to_string())
 }

@@ -34,6 +34,7 @@ async fn queued_job(lane: Lane) -> (sqlx::PgPool, uuid::Uuid) {
         lane,
         source: "s3://b/k.ogg".into(),
         options: JobOptions::default(),
+        traceparent: None,
     };
     shared::db::insert_job(&pool, &job).await.unwrap();
     (pool, job.id)

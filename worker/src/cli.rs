@@ -32,18 +32,11 @@ enum Command {
 
 pub fn init_tracing(service: bool) {
     // The service logs job progress by default; local mode prints only errors.
-    let default = if service { "info" } else { "error" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VOXQ_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if service {
-            "info,symphonia=warn"
-        } else {
-            default
-        })
+    shared::logging::init(if service {
+        "info,symphonia=warn"
+    } else {
+        "error"
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 impl Cli {

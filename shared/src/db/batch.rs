@@ -104,6 +104,8 @@ pub struct NewBatch {
     /// `s3://bucket/prefix/` when the items come from a server-side listing.
     pub source: Option<String>,
     pub idempotency: Option<Idempotency>,
+    /// The creating request's W3C `traceparent`, given to every job of the batch.
+    pub traceparent: Option<String>,
 }
 
 /// One item of a new batch: it becomes a job.
@@ -169,8 +171,8 @@ pub async fn create_batch(
     let mut tx = pool.begin().await?;
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO batches (id, tenant_id, kind, status, lane, options, source,
-                              idempotency_key, request_hash)
-         VALUES ($1, $2, 'batch', $3, $4, $5, $6, $7, $8)
+                              idempotency_key, request_hash, traceparent)
+         VALUES ($1, $2, 'batch', $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
          RETURNING id",
     )
@@ -182,6 +184,7 @@ pub async fn create_batch(
     .bind(&batch.source)
     .bind(batch.idempotency.as_ref().map(|i| &i.key))
     .bind(batch.idempotency.as_ref().map(|i| &i.request_hash))
+    .bind(&batch.traceparent)
     .fetch_optional(&mut *tx)
     .await?;
     if inserted.is_none() {
@@ -219,8 +222,9 @@ async fn insert_items(
         .collect::<Result<_, _>>()?;
     let custom: Vec<Option<&str>> = items.iter().map(|i| i.custom_id.as_deref()).collect();
     sqlx::query(
-        "INSERT INTO jobs (id, tenant_id, lane, source, options, batch_id, custom_id)
-         SELECT t.id, $2, $3, t.source, t.options::jsonb, $4, t.custom_id
+        "INSERT INTO jobs (id, tenant_id, lane, source, options, batch_id, custom_id, traceparent)
+         SELECT t.id, $2, $3, t.source, t.options::jsonb, $4, t.custom_id,
+                (SELECT traceparent FROM batches WHERE id = $4)
          FROM UNNEST($1::uuid[], $5::text[], $6::text[], $7::text[])
               AS t(id, source, options, custom_id)",
     )
@@ -1128,8 +1132,9 @@ pub async fn insert_job_idempotent(
 ) -> Result<Created, DbError> {
     let mut tx = pool.begin().await?;
     let inserted: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO jobs (id, tenant_id, lane, source, options, idempotency_key, request_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO jobs (id, tenant_id, lane, source, options, idempotency_key, request_hash,
+                           traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING id",
     )
@@ -1140,6 +1145,7 @@ pub async fn insert_job_idempotent(
     .bind(super::to_json(&job.options)?)
     .bind(&idem.key)
     .bind(&idem.request_hash)
+    .bind(&job.traceparent)
     .fetch_optional(&mut *tx)
     .await?;
     let out = match inserted {

@@ -38,7 +38,14 @@ impl Handler {
         lane: Lane,
         worker: &str,
     ) -> Result<(), BoxDynError> {
-        let span = tracing::info_span!("job", id = %msg.job_id, lane = lane.as_str());
+        // The trace of the request that created the job, once the claim has read it.
+        let span = tracing::info_span!(
+            "job",
+            id = %msg.job_id,
+            lane = lane.as_str(),
+            trace_id = tracing::field::Empty,
+            parent_id = tracing::field::Empty,
+        );
         self.handle_inner(msg, lane, worker).instrument(span).await
     }
 
@@ -57,7 +64,16 @@ impl Handler {
         )
         .await;
         let job = match claim {
-            Ok(Claim::Run(job)) => job,
+            Ok(Claim::Run(job)) => {
+                if let Some((trace_id, parent)) =
+                    job.traceparent.as_deref().and_then(shared::trace::parse)
+                {
+                    let span = tracing::Span::current();
+                    span.record("trace_id", trace_id.as_str());
+                    span.record("parent_id", parent.as_str());
+                }
+                job
+            }
             Ok(Claim::Skip) => {
                 tracing::info!("job finished, unknown or running elsewhere: delivery dropped");
                 return Ok(());
