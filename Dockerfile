@@ -64,4 +64,6 @@ ENV VOXQ_MODEL_DIR=/models/whisper-tiny.en \
     VOXQ_MODELS='{base="/models/whisper-base"}' \
     VOXQ_LISTEN_ADDR=0.0.0.0:8080
 EXPOSE 8080
+# Prometheus metrics when VOXQ_METRICS_ADDR is set (compose: 0.0.0.0:9464, internal only).
+EXPOSE 9464
 CMD ["voxq-api"]
