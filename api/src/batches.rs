@@ -14,7 +14,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared::db::batch::{BatchAction, Control, Created, Idempotency, NewBatch, NewItem};
 use shared::domain::{
@@ -26,7 +25,7 @@ use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ItemError};
 use crate::idempotency;
-use crate::jobs::{decode_cursor, encode_cursor, parse_url};
+use crate::jobs::{decode_cursor, page, page_limit, parse_url};
 use crate::options::{self, RawOptions};
 
 /// Most items one request may carry; a larger backfill sends several or names a prefix.
@@ -695,16 +694,10 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     caller.require("jobs:read")?;
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be 1 to 100".into()));
-    }
+    let limit = page_limit(q.limit, 20, 100)?;
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let rows = shared::db::batch::list_batches(&state.db, caller.tenant_id(), after, limit).await?;
-    let next = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|b| encode_cursor(b.created_at, b.id)))
-        .flatten();
-    Ok(Json(json!({ "data": rows, "next_cursor": next })).into_response())
+    Ok(page(&rows, limit, |b| (b.created_at, b.id)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -628,7 +628,34 @@ pub struct ListQuery {
 pub const MAX_PAGE: i64 = 1_000;
 
 /// `<created_at in µs since the epoch>.<id>`: the last row of a page. Opaque to clients.
-pub fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+/// The `limit` of a listing: `default` when absent, else 1 to `max`.
+pub fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit must be 1 to {max}")));
+    }
+    Ok(limit)
+}
+
+/// One page of a keyset listing, `{"data", "next_cursor"}`: a full page names its last
+/// row (`key`: its `(created_at, id)`) as the cursor of the next.
+pub fn page<T: serde::Serialize>(
+    rows: &[T],
+    limit: i64,
+    key: impl Fn(&T) -> (DateTime<Utc>, Uuid),
+) -> Response {
+    let next = (rows.len() as i64 == limit)
+        .then(|| {
+            rows.last().map(|r| {
+                let (at, id) = key(r);
+                encode_cursor(at, id)
+            })
+        })
+        .flatten();
+    Json(json!({ "data": rows, "next_cursor": next })).into_response()
+}
+
+fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
     format!("{}.{}", at.timestamp_micros(), id.simple())
 }
 
@@ -673,12 +700,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     caller.require("jobs:read")?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be 1 to {MAX_PAGE}"
-        )));
-    }
+    let limit = page_limit(q.limit, 100, MAX_PAGE)?;
     let status = parse_status(q.status.as_deref())?;
     let flag = parse_flag(q.flag.as_deref())?;
     let filter = JobFilter {
@@ -693,10 +715,7 @@ pub async fn list(
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let rows =
         shared::db::batch::list_jobs(&state.db, caller.tenant_id(), &filter, after, limit).await?;
-    let next = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| encode_cursor(r.created_at, r.id)))
-        .flatten();
-    Ok(Json(json!({ "data": rows, "next_cursor": next })).into_response())
+    Ok(page(&rows, limit, |r| (r.created_at, r.id)))
 }
 
 #[derive(Debug, Deserialize)]

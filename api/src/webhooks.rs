@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::jobs::{decode_cursor, encode_cursor};
+use crate::jobs::{decode_cursor, page, page_limit};
 use crate::options::{check_webhook_url, resolve_webhooks};
 
 /// Most endpoints one tenant may register.
@@ -212,10 +212,7 @@ async fn deliveries(
     q: DeliveriesQuery,
 ) -> Result<Response, ApiError> {
     caller.require("jobs:read")?;
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be 1 to 100".into()));
-    }
+    let limit = page_limit(q.limit, 20, 100)?;
     if let Some(s) = q.status.as_deref() {
         if !["pending", "delivered", "failed"].contains(&s) {
             return Err(ApiError::BadRequest(format!(
@@ -232,10 +229,7 @@ async fn deliveries(
         limit,
     };
     let rows = db::list_deliveries(&state.db, caller.tenant_id(), &filter).await?;
-    let next = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|d| encode_cursor(d.created_at, d.id)))
-        .flatten();
-    Ok(Json(json!({ "data": rows, "next_cursor": next })).into_response())
+    Ok(page(&rows, limit, |d| (d.created_at, d.id)))
 }
 
 /// `GET /v1/webhooks/{id}/deliveries`: an endpoint's deliveries, newest first, each with
