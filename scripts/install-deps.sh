@@ -32,4 +32,7 @@ for module in standardwebhooks openai; do
   python3 -c "import $module" 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check "$module"
 done
+# OpenTelemetry's protobuf definitions check the OTLP export (tests/tests/tracing.rs).
+python3 -c "import opentelemetry.proto.collector.trace.v1.trace_service_pb2" 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check opentelemetry-proto
 have cargo || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }

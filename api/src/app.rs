@@ -176,6 +176,7 @@ async fn close_after_refused_body(request: Request, next: Next) -> Response {
 /// Applies migrations, creates the bucket, then serves until SIGTERM or Ctrl-C, letting
 /// requests in flight finish.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let _otlp = shared::otlp::start("voxq-api", &config.otlp_endpoint, &config.otlp_headers)?;
     let db = shared::db::connect(&config)
         .await
         .context("connecting to PostgreSQL")?;

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,19 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl BreakerState {
+    pub const ALL: [Self; 3] = [Self::Closed, Self::Open, Self::HalfOpen];
+
+    /// Lower-case name (`closed`, `open`, `half_open`), as metrics label it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+}
+
 #[derive(Debug)]
 enum State {
     Closed { failures: u32 },
@@ -77,6 +91,7 @@ pub struct CircuitBreaker {
     config: BreakerConfig,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    opened: AtomicU64,
 }
 
 impl fmt::Debug for CircuitBreaker {
@@ -98,7 +113,13 @@ impl CircuitBreaker {
             config,
             clock,
             state: Mutex::new(State::Closed { failures: 0 }),
+            opened: AtomicU64::new(0),
         }
+    }
+
+    /// How many times the breaker has opened.
+    pub fn times_opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
     }
 
     pub fn state(&self) -> BreakerState {
@@ -193,6 +214,7 @@ impl CircuitBreaker {
             State::HalfOpen { .. } | State::Open { .. } => return false,
         }
         *state = open;
+        self.opened.fetch_add(1, Ordering::Relaxed);
         true
     }
 }

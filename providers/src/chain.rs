@@ -1,12 +1,14 @@
 //! Ordered fallback over several providers of one task, each behind its own circuit
 //! breaker. The first success wins and says which provider and model served it.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 
-use super::breaker::{CircuitBreaker, Clock, SystemClock};
+use super::breaker::{BreakerState, CircuitBreaker, Clock, SystemClock};
 use super::{
     BreakerConfig, ChatModel, ChatRequest, ChatResponse, Described, Price, ProviderError,
     Transcriber, TranscriptionRequest,
@@ -123,6 +125,62 @@ impl std::error::Error for ChainError {
 struct Link<P: ?Sized> {
     provider: Arc<P>,
     breaker: Arc<CircuitBreaker>,
+    counts: CallCounts,
+}
+
+/// What became of one provider's calls, counted for metrics.
+#[derive(Default)]
+struct CallCounts {
+    ok: AtomicU64,
+    fault: AtomicU64,
+    refused: AtomicU64,
+    short_circuited: AtomicU64,
+    /// Failed calls (faults and refusals) by error code.
+    codes: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl CallCounts {
+    fn record<T>(&self, result: &Result<T, ProviderError>) {
+        let counter = match result {
+            Ok(_) => &self.ok,
+            Err(ProviderError::CircuitOpen { .. }) => &self.short_circuited,
+            Err(e) => {
+                *self
+                    .codes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(e.code())
+                    .or_default() += 1;
+                if e.is_provider_fault() {
+                    &self.fault
+                } else {
+                    &self.refused
+                }
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One provider of a chain as metrics see it: its breaker and what became of its calls
+/// since the process started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkStats {
+    pub provider: String,
+    pub model: String,
+    pub breaker: BreakerState,
+    /// Times the breaker opened.
+    pub opened: u64,
+    /// Calls that succeeded.
+    pub ok: u64,
+    /// Failures that count against the provider (timeouts, 5xx, network, 429, …).
+    pub fault: u64,
+    /// Failures that do not (our request refused, a local engine declining a recording).
+    pub refused: u64,
+    /// Calls not made because the breaker was open.
+    pub short_circuited: u64,
+    /// Failed calls by error code.
+    pub failures: BTreeMap<&'static str, u64>,
 }
 
 async fn run<'a, P, T, F>(
@@ -138,6 +196,7 @@ where
     for link in links {
         let provider = &*link.provider;
         let result = link.breaker.call(provider.name(), call(provider)).await;
+        link.counts.record(&result);
         match result {
             Ok(value) => {
                 return Ok(Served {
@@ -200,6 +259,7 @@ impl<P: ?Sized + Described> Chain<P> {
             .map(|provider| Link {
                 provider,
                 breaker: Arc::new(CircuitBreaker::with_clock(breaker, clock.clone())),
+                counts: CallCounts::default(),
             })
             .collect();
         Self { links }
@@ -214,6 +274,30 @@ impl<P: ?Sized + Described> Chain<P> {
         self.links
             .iter()
             .map(|l| format!("{}/{}", l.provider.name(), l.provider.model()))
+            .collect()
+    }
+
+    /// Each provider's breaker and call counts, in order.
+    pub fn stats(&self) -> Vec<LinkStats> {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        self.links
+            .iter()
+            .map(|l| LinkStats {
+                provider: l.provider.name().to_string(),
+                model: l.provider.model().to_string(),
+                breaker: l.breaker.state(),
+                opened: l.breaker.times_opened(),
+                ok: load(&l.counts.ok),
+                fault: load(&l.counts.fault),
+                refused: load(&l.counts.refused),
+                short_circuited: load(&l.counts.short_circuited),
+                failures: l
+                    .counts
+                    .codes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            })
             .collect()
     }
 
@@ -259,6 +343,15 @@ impl ChatTiers {
             ModelTier::Strong => self.strong.as_deref().or(self.cheap.as_deref()),
             ModelTier::Cheap => self.cheap.as_deref(),
         }
+    }
+
+    /// Each configured chain's providers, named by the chain (`chat_cheap`, `chat_strong`).
+    pub fn stats(&self) -> Vec<(&'static str, LinkStats)> {
+        [("chat_cheap", &self.cheap), ("chat_strong", &self.strong)]
+            .into_iter()
+            .filter_map(|(name, chain)| Some((name, chain.as_ref()?)))
+            .flat_map(|(name, chain)| chain.stats().into_iter().map(move |s| (name, s)))
+            .collect()
     }
 }
 

@@ -21,7 +21,9 @@ mod chain;
 mod openai;
 
 pub use breaker::{BreakerState, CircuitBreaker, Clock, ManualClock, Permit, SystemClock};
-pub use chain::{Attempt, Chain, ChainError, ChatChain, ChatTiers, Served, TranscriberChain};
+pub use chain::{
+    Attempt, Chain, ChainError, ChatChain, ChatTiers, LinkStats, Served, TranscriberChain,
+};
 pub use openai::{OpenAiChat, OpenAiTranscriber};
 pub use shared::config::provider::{
     BreakerConfig, MaxTokensField, MissingApiKey, Price, ProviderConfig, ProviderKind,

@@ -485,6 +485,21 @@ async fn the_breaker_stops_calling_a_failing_provider_and_retries_after_the_cool
     );
     chain.complete(&question()).await.unwrap();
     assert_eq!((flaky.hits(), backup.hits()), (6, 8));
+
+    // What metrics read: 3 + 1 faults, 3 + 1 calls short-circuited, opened twice.
+    let stats = chain.stats();
+    let (f, b) = (&stats[0], &stats[1]);
+    assert_eq!(
+        (f.provider.as_str(), b.provider.as_str()),
+        ("flaky", "backup")
+    );
+    assert_eq!(f.breaker, BreakerState::Closed);
+    assert_eq!(
+        (f.ok, f.fault, f.refused, f.short_circuited, f.opened),
+        (2, 4, 0, 4, 2)
+    );
+    assert_eq!(f.failures.get("provider-server-error"), Some(&4), "{f:?}");
+    assert_eq!((b.ok, b.fault, b.short_circuited, b.opened), (8, 0, 0, 0));
     flaky.assert_clean();
     backup.assert_clean();
 }

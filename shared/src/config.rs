@@ -105,6 +105,11 @@ pub struct Config {
     /// (a listener of its own, unauthenticated: keep it on the internal network); empty:
     /// no metrics listener.
     pub metrics_addr: String,
+    /// OpenTelemetry collector to export traces to over OTLP/HTTP (JSON), e.g.
+    /// `http://otel-collector:4318` (spans go to `<it>/v1/traces`); empty: no export.
+    pub otlp_endpoint: String,
+    /// Headers sent with every export, `name=value,name=value` (e.g. a vendor's API key).
+    pub otlp_headers: String,
 
     // --- worker ---
     /// faster-whisper model directory: the model named `default`, which jobs that name
@@ -253,6 +258,8 @@ impl Default for Config {
             max_waiting_requests: 256,
             sync_timeout_s: 300,
             metrics_addr: String::new(),
+            otlp_endpoint: String::new(),
+            otlp_headers: String::new(),
             model_dir: PathBuf::from("models/whisper-tiny.en"),
             models: BTreeMap::new(),
             interactive_concurrency: 2,

@@ -11,6 +11,7 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod objects;
+pub mod otlp;
 pub mod purge;
 pub mod queue;
 pub mod render;

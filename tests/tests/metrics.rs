@@ -71,9 +71,32 @@ async fn api_and_worker_metrics_pass_promtool_and_count_what_happened() {
         StackConfig::from_env().set("VOXQ_METRICS_ADDR", format!("127.0.0.1:{api_port}")),
     )
     .await;
-    stack.start_worker_with(&[("VOXQ_METRICS_ADDR", &format!("127.0.0.1:{worker_port}"))]);
+    // A chat provider nobody listens for, behind a breaker that opens at the first
+    // failure: the abstractive summary falls back to the local one, and the metrics
+    // show the fault and the open breaker.
+    let dead_port = free_port();
+    let toml = std::env::temp_dir().join(format!("voxq-metrics-{dead_port}.toml"));
+    std::fs::write(
+        &toml,
+        format!(
+            "[breaker]\nfailure_threshold = 1\ncool_down_ms = 600000\n\n\
+             [[chat_cheap]]\nname = \"dead\"\nbase_url = \"http://127.0.0.1:{dead_port}/v1\"\n\
+             api_key_env = \"STUB_CHAT_KEY\"\nmodel = \"gpt-4o-mini\"\n"
+        ),
+    )
+    .unwrap();
+    stack.start_worker_with(&[
+        ("VOXQ_METRICS_ADDR", &format!("127.0.0.1:{worker_port}")),
+        ("VOXQ_CONFIG", &toml.display().to_string()),
+        ("STUB_CHAT_KEY", "sk-none"),
+    ]);
+    let key = stack.key.clone();
     let ok = stack
-        .upload(&root().join("fixtures/voice/01-running-late.ogg"))
+        .upload_as(
+            &key,
+            &root().join("fixtures/voice/01-running-late.ogg"),
+            &[("summary", "abstractive")],
+        )
         .await;
     let bad = stack.upload(&root().join("fixtures/bad/text.wav")).await;
     assert_eq!(stack.wait_done(ok, DONE).await["status"], "completed");
@@ -112,6 +135,50 @@ async fn api_and_worker_metrics_pass_promtool_and_count_what_happened() {
     assert!((4.0..8.0).contains(&audio), "{audio}");
     assert!(worker.contains("voxq_transcribe_realtime_factor_count{model="));
     assert!(worker.contains(r#"voxq_stage_calls_total{cached="false",model="#));
+
+    // Providers: the local engine served the transcript; the dead chat provider
+    // failed once, which opened its breaker.
+    assert!(
+        worker.lines().any(|l| l
+            .starts_with(r#"voxq_provider_calls_total{chain="transcribe",model="#)
+            && l.ends_with(r#"outcome="ok",provider="local"} 1"#)),
+        "{worker}"
+    );
+    let chat = r#"chain="chat_cheap""#;
+    assert_eq!(
+        w(&format!(
+            r#"voxq_provider_calls_total{{{chat},model="gpt-4o-mini",outcome="fault",provider="dead"}}"#
+        )),
+        Some(1.0),
+        "{worker}"
+    );
+    assert_eq!(
+        w(&format!(
+            r#"voxq_provider_failures_total{{{chat},code="provider-unreachable",provider="dead"}}"#
+        )),
+        Some(1.0),
+        "{worker}"
+    );
+    assert_eq!(
+        w(&format!(
+            r#"voxq_provider_breaker_opened_total{{{chat},provider="dead"}}"#
+        )),
+        Some(1.0)
+    );
+    for (state, value) in [("open", 1.0), ("closed", 0.0), ("half_open", 0.0)] {
+        assert_eq!(
+            w(&format!(
+                r#"voxq_provider_breaker_state{{{chat},provider="dead",state="{state}"}}"#
+            )),
+            Some(value),
+            "{state}: {worker}"
+        );
+    }
+    let job = stack.job(ok).await;
+    assert_eq!(
+        job["result"]["usage"]["summarize"]["provider"], "local",
+        "{job}"
+    );
 
     let a = |series: &str| sample(&api, series);
     assert_eq!(

@@ -55,6 +55,7 @@ fn process_name() -> String {
 /// (up to `shutdown_grace_s`).
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let _otlp = shared::otlp::start("voxq-worker", &config.otlp_endpoint, &config.otlp_headers)?;
     if config.bench_noop_transcribe {
         tracing::warn!(
             "bench_noop_transcribe is set: jobs get empty transcripts (benchmarks only)"
@@ -94,10 +95,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             cache,
             Duration::from_secs(config.chat_cache_ttl_s.max(1)),
         ),
-        rubric: RubricStage::new(chat),
+        rubric: RubricStage::new(chat.clone()),
         noop: config.bench_noop_transcribe,
     };
     let metrics = Arc::new(metrics::WorkerMetrics::new());
+    metrics.watch_providers(pipeline.transcribe.chain(), chat);
     if let Some(addr) =
         shared::metrics::listen_addr(&config.metrics_addr).map_err(anyhow::Error::msg)?
     {

@@ -1,16 +1,18 @@
 //! The worker's Prometheus metrics, served on `metrics_addr` (`GET /metrics`): jobs by
 //! outcome and error code, per-stage durations, audio processed and the realtime
 //! factor, model and provider calls (cache hits included), cost by tenant and stage,
-//! and webhook attempts.
+//! webhook attempts, and each provider's calls, failures and circuit-breaker state.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::routing::get;
 use axum::Router;
+use providers::{BreakerState, ChatTiers, LinkStats, TranscriberChain};
 use shared::domain::{JobResult, Lane};
 use shared::metrics::prometheus::{
-    CounterVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
+    CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 use shared::metrics::SECONDS_BUCKETS;
 use uuid::Uuid;
@@ -24,6 +26,67 @@ pub struct WorkerMetrics {
     calls: IntCounterVec,
     cost: CounterVec,
     webhooks: IntCounterVec,
+    providers: ProviderMetrics,
+}
+
+/// Provider calls and breakers, read from the chains at each scrape: the chains count,
+/// and each scrape adds what they counted since the last one.
+struct ProviderMetrics {
+    calls: IntCounterVec,
+    failures: IntCounterVec,
+    opened: IntCounterVec,
+    breaker: IntGaugeVec,
+    watch: Mutex<ProviderWatch>,
+}
+
+#[derive(Default)]
+struct ProviderWatch {
+    transcribe: Option<Arc<TranscriberChain>>,
+    chat: ChatTiers,
+    /// The totals already added, by series.
+    seen: HashMap<(&'static str, Vec<String>), u64>,
+}
+
+impl ProviderMetrics {
+    fn update(&self) {
+        let mut watch = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+        let mut links: Vec<(&'static str, LinkStats)> = watch
+            .transcribe
+            .iter()
+            .flat_map(|c| c.stats())
+            .map(|s| ("transcribe", s))
+            .collect();
+        links.extend(watch.chat.stats());
+        let seen = &mut watch.seen;
+        let mut add =
+            |metric: &'static str, counter: &IntCounterVec, labels: &[&str], total: u64| {
+                let key = (metric, labels.iter().map(|l| l.to_string()).collect());
+                let before = seen.insert(key, total).unwrap_or(0);
+                counter
+                    .with_label_values(labels)
+                    .inc_by(total.saturating_sub(before));
+            };
+        for (chain, s) in &links {
+            let (p, m) = (s.provider.as_str(), s.model.as_str());
+            for (outcome, n) in [
+                ("ok", s.ok),
+                ("fault", s.fault),
+                ("refused", s.refused),
+                ("short_circuited", s.short_circuited),
+            ] {
+                add("calls", &self.calls, &[chain, p, m, outcome], n);
+            }
+            for (code, n) in &s.failures {
+                add("failures", &self.failures, &[chain, p, code], *n);
+            }
+            add("opened", &self.opened, &[chain, p], s.opened);
+            for state in BreakerState::ALL {
+                self.breaker
+                    .with_label_values(&[chain, p, state.as_str()])
+                    .set(i64::from(s.breaker == state));
+            }
+        }
+    }
 }
 
 impl WorkerMetrics {
@@ -51,6 +114,36 @@ impl WorkerMetrics {
             "Webhook delivery attempts by outcome (delivered, retry, failed, gone).",
             &["outcome"],
         );
+        let breaker = IntGaugeVec::new(
+            Opts::new(
+                "voxq_provider_breaker_state",
+                "1 for the state each provider's circuit breaker is in (closed, open, half_open), per chain.",
+            ),
+            &["chain", "provider", "state"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(breaker.clone()))
+            .expect("registered once");
+        let providers = ProviderMetrics {
+            calls: counter(
+                "voxq_provider_calls_total",
+                "Provider calls per chain (transcribe, chat_cheap, chat_strong) by outcome: ok, fault (counts against the provider), refused (our request or a local engine declined), short_circuited (breaker open).",
+                &["chain", "provider", "model", "outcome"],
+            ),
+            failures: counter(
+                "voxq_provider_failures_total",
+                "Failed provider calls by error code.",
+                &["chain", "provider", "code"],
+            ),
+            opened: counter(
+                "voxq_provider_breaker_opened_total",
+                "Times a provider's circuit breaker opened.",
+                &["chain", "provider"],
+            ),
+            breaker,
+            watch: Mutex::default(),
+        };
         let stage_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "voxq_stage_duration_seconds",
@@ -103,7 +196,19 @@ impl WorkerMetrics {
             calls,
             cost,
             webhooks,
+            providers,
         }
+    }
+
+    /// Reports these chains' provider calls and breakers from now on.
+    pub fn watch_providers(&self, transcribe: Arc<TranscriberChain>, chat: ChatTiers) {
+        let mut watch = self
+            .providers
+            .watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        watch.transcribe = Some(transcribe);
+        watch.chat = chat;
     }
 
     /// A completed job: its stages, calls, audio and cost.
@@ -161,6 +266,7 @@ impl WorkerMetrics {
     }
 
     pub fn render(&self) -> String {
+        self.providers.update();
         shared::metrics::render(&self.registry)
     }
 }

@@ -35,7 +35,7 @@ use crate::whisper::{DecodeOptions, EngineConfig, EngineError, WhisperEngine};
 
 /// The chain, the local models jobs may name, and the transcript cache.
 pub struct TranscribeStage {
-    chain: TranscriberChain,
+    chain: Arc<TranscriberChain>,
     /// Each local model's name and the label results record (its directory's name).
     models: BTreeMap<String, String>,
     cache: Option<(Arc<dyn Cache>, Duration)>,
@@ -45,12 +45,12 @@ impl TranscribeStage {
     /// `models`: the local model directories by name (`Config::model_dirs`, which names
     /// `default`). `cache`: where transcripts are kept and for how long; `None` disables it.
     pub fn new(
-        chain: TranscriberChain,
+        chain: impl Into<Arc<TranscriberChain>>,
         models: &BTreeMap<String, PathBuf>,
         cache: Option<(Arc<dyn Cache>, Duration)>,
     ) -> Self {
         Self {
-            chain,
+            chain: chain.into(),
             models: models
                 .iter()
                 .map(|(name, dir)| (name.clone(), model_label(dir)))
@@ -76,6 +76,11 @@ impl TranscribeStage {
                     ),
                 )
             })
+    }
+
+    /// The chain, shared (metrics read its breakers and call counts).
+    pub fn chain(&self) -> Arc<TranscriberChain> {
+        self.chain.clone()
     }
 
     /// Whether a provider of the chain reads the original file.
