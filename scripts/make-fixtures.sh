@@ -19,6 +19,14 @@
 #                    FLAC, and WAV (8 kHz mono s16, 44.1 kHz stereo s16, 48 kHz
 #                    mono float32). transcripts.tsv holds the exact spoken text
 #                    (file<TAB>text), numbers spelled out, for WER scoring.
+#   fixtures/multilingual/  Voice notes in Czech, German, Spanish, French,
+#                    Polish, Italian and Russian (espeak-ng's voices for them),
+#                    mostly Ogg/Opus like messaging apps, some M4A/MP3/WebM.
+#                    The file name starts with the language code (`cs-1.ogg`);
+#                    transcripts.tsv holds the spoken text. No digits or number
+#                    words. espeak-ng's Russian is poorly recognised by Whisper
+#                    base (see docs/research/issue13-engine.md): it is there for
+#                    agreement and WER against faster-whisper, not for detection.
 #   fixtures/edge/   Valid audio that is hard to transcribe: near-silence, a
 #                    0.5 s snippet, heavy clipping, ~5 dB SNR white noise, and
 #                    speech at -40 dB. All 16 kHz mono except short-0.5s.ogg.
@@ -37,8 +45,8 @@ done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-rm -rf "$out/voice" "$out/edge" "$out/bad"
-mkdir -p "$out/voice" "$out/edge" "$out/bad"
+rm -rf "$out/voice" "$out/multilingual" "$out/edge" "$out/bad"
+mkdir -p "$out/voice" "$out/multilingual" "$out/edge" "$out/bad"
 
 {
   espeak-ng --version
@@ -111,6 +119,46 @@ for entry in "${notes[@]}"; do
   printf '%s\t%s\n' "$file" "$text" >>"$out/voice/transcripts.tsv"
 done
 
+# ---------------------------------------------------------------- multilingual
+# name | espeak-ng voice | speed | target | text (the name's prefix is the language)
+ml_notes=(
+  "cs-1|cs|140|ogg|Ahoj Petro, jsem teď v obchodě a nevím, jestli máme doma mléko a chleba. Napiš mi prosím, co mám ještě koupit."
+  "cs-2|cs|130|ogg|Dobrý den, volám kvůli zítřejší schůzce. Můžeme ji prosím přesunout na čtvrtek odpoledne? Děkuji a hezký den."
+  "de-1|de|150|ogg|Guten Morgen, hier ist Anna. Ich wollte nur sagen, dass das Paket heute Nachmittag geliefert wird. Kannst du bitte zu Hause sein?"
+  "de-2|de|150|m4a|Hallo, ich bin gleich da, bitte wartet noch kurz auf mich."
+  "es-1|es|150|ogg|Buenas tardes, te llamo para confirmar la cita con el médico del jueves por la tarde. Si hay algún problema, llámame, por favor."
+  "es-2|es|150|mp3|Hola, llego un poco tarde, empezad la reunión sin mí."
+  "fr-1|fr-fr|150|ogg|Salut, c'est Marie. Le train a été annulé, alors je prendrai le bus. On se retrouve devant la gare?"
+  "pl-1|pl|150|ogg|Dzień dobry, dzwonię w sprawie zamówienia. Paczka przyjdzie jutro rano, więc proszę być w domu do południa. Dziękuję."
+  "it-1|it|150|webm|Buongiorno, sono Marco. Volevo ricordarti che domani sera andiamo a cena dai miei genitori. Porta il vino, per favore."
+  "it-2|it|150|ogg|Ciao, sono un po' in ritardo, cominciate pure senza di me."
+  "ru-1|ru|140|ogg|Привет, мама. Я сегодня немного задержусь на работе, поэтому ужинайте без меня. Позвоню, когда буду выходить."
+  "ru-2|ru|150|ogg|Добрый день, это Сергей. Напоминаю, что завтра утром у нас встреча в офисе. Пожалуйста, возьмите с собой документы."
+)
+printf 'file\ttext\n' >"$out/multilingual/transcripts.tsv"
+for entry in "${ml_notes[@]}"; do
+  IFS='|' read -r name voice speed target text <<<"$entry"
+  src=$tmp/ml-$name.wav
+  espeak-ng -v "$voice" -s "$speed" -w "$src" -- "$text"
+  case $target in
+    ogg)
+      file=$name.ogg
+      ff -i "$src" "${FFX[@]}" -c:a libopus -b:a 24k -ar 48000 -ac 1 -f ogg "$out/multilingual/$file" ;;
+    webm)
+      file=$name.webm
+      ff -i "$src" "${FFX[@]}" -c:a libopus -b:a 32k -ar 48000 -ac 1 -f webm "$out/multilingual/$file" ;;
+    m4a)
+      file=$name.m4a
+      ff -i "$src" "${FFX[@]}" -c:a aac -profile:a aac_low -b:a 48k -ar 44100 -ac 1 \
+        -movflags +faststart -f ipod "$out/multilingual/$file" ;;
+    mp3)
+      file=$name.mp3
+      ff -i "$src" "${FFX[@]}" -c:a libmp3lame -b:a 48k -ar 44100 -ac 1 -f mp3 "$out/multilingual/$file" ;;
+    *) echo "unknown target $target" >&2; exit 1 ;;
+  esac
+  printf '%s\t%s\n' "$file" "$text" >>"$out/multilingual/transcripts.tsv"
+done
+
 # ---------------------------------------------------------------- edge cases
 # sox: -R = repeatable (seeded noise and dither), -V1 = only report failures
 # (silences the expected "clipped N samples" warning).
@@ -177,7 +225,7 @@ PY
 fail=0
 longest=0
 printf '%-31s %-32s %8s %9s\n' file format duration bytes
-for f in "$out"/voice/*.* "$out"/edge/*.*; do
+for f in "$out"/voice/*.* "$out"/multilingual/*.* "$out"/edge/*.*; do
   case $f in *.tsv) continue ;; esac
   if ! errs=$(ffmpeg -nostdin -v error -i "$f" -f null - 2>&1) || [ -n "$errs" ]; then
     echo "DECODE ERROR $f: $errs" >&2

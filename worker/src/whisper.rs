@@ -37,6 +37,8 @@ pub enum EngineError {
     Inference { detail: String },
     #[error("language '{code}' is not supported by this model")]
     UnsupportedLanguage { code: String },
+    #[error("language '{code}' was asked of an English-only model; use a multilingual model such as base")]
+    EnglishOnlyModel { code: String },
 }
 
 impl EngineError {
@@ -46,6 +48,7 @@ impl EngineError {
             Self::Model { .. } => "model-error",
             Self::Inference { .. } => "inference-failed",
             Self::UnsupportedLanguage { .. } => "unsupported-language",
+            Self::EnglishOnlyModel { .. } => "english-only-model",
         }
     }
 
@@ -70,6 +73,7 @@ impl EngineError {
                 detail: detail.clone(),
             },
             Self::UnsupportedLanguage { code } => Self::UnsupportedLanguage { code: code.clone() },
+            Self::EnglishOnlyModel { code } => Self::EnglishOnlyModel { code: code.clone() },
         }
     }
 

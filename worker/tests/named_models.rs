@@ -209,13 +209,19 @@ async fn a_job_is_transcribed_by_the_model_it_names() {
     assert_eq!(used.model, label);
     assert_eq!(again.transcript.text, by_base.transcript.text);
 
-    // Only the multilingual model takes a language other than English: tiny.en
-    // transcribes as English whatever the job says, base in the language asked for.
+    // Only the multilingual model takes a language other than English: asked of
+    // tiny.en it is an error with its code, not silently English.
     let tiny_de = run(&pipeline, &file, &options(Some("default"), Some("de")))
         .await
+        .unwrap_err();
+    assert_eq!(tiny_de.code, "english-only-model", "{tiny_de:?}");
+    assert!(!tiny_de.transient);
+    assert!(tiny_de.message.contains("'de'"), "{}", tiny_de.message);
+    let tiny_en = run(&pipeline, &file, &options(Some("default"), Some("en")))
+        .await
         .unwrap();
-    assert_eq!(tiny_de.transcript.language, "en");
-    assert_eq!(transcribe_usage(&tiny_de).model, "whisper-tiny.en");
+    assert_eq!(tiny_en.transcript.language, "en");
+    assert_eq!(transcribe_usage(&tiny_en).model, "whisper-tiny.en");
     let base_de = run(&pipeline, &file, &options(Some("base"), Some("de")))
         .await
         .unwrap();

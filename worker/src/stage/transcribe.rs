@@ -408,7 +408,10 @@ impl Transcriber for LocalWhisper {
             result.map_err(|e| ProviderError::Local {
                 code: e.code(),
                 message: shared::error_chain(&e),
-                about_input: matches!(e, EngineError::UnsupportedLanguage { .. }),
+                about_input: matches!(
+                    e,
+                    EngineError::UnsupportedLanguage { .. } | EngineError::EnglishOnlyModel { .. }
+                ),
             })
         })
     }

@@ -74,13 +74,7 @@ pub(super) fn run(
 ) -> Vec<Result<Transcript, EngineError>> {
     let language = match resolve_language(engine, options) {
         Ok(l) => l,
-        Err(_) => {
-            let code = options.language.clone().unwrap_or_default();
-            return inputs
-                .iter()
-                .map(|_| Err(EngineError::UnsupportedLanguage { code: code.clone() }))
-                .collect();
-        }
+        Err(e) => return inputs.iter().map(|_| Err(e.replicate())).collect(),
     };
     let mut results: Vec<Option<Result<Transcript, EngineError>>> =
         inputs.iter().map(|_| None).collect();
@@ -141,7 +135,14 @@ fn resolve_language(
     options: &DecodeOptions,
 ) -> Result<Option<String>, EngineError> {
     match options.language.as_deref() {
-        _ if !engine.multilingual => Ok(Some("en".to_string())),
+        // An English-only model transcribes English; asked for another language it
+        // would still answer in English, so the job says what went wrong instead.
+        None | Some("") | Some("auto") | Some("en") if !engine.multilingual => {
+            Ok(Some("en".to_string()))
+        }
+        Some(code) if !engine.multilingual => Err(EngineError::EnglishOnlyModel {
+            code: code.to_string(),
+        }),
         None | Some("") | Some("auto") => Ok(None),
         Some(code) => match engine.tokenizer.language_token(code) {
             Some(_) => Ok(Some(code.to_string())),
