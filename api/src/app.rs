@@ -7,7 +7,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::Router;
 use shared::config::Config;
 use shared::objects::ObjectStore;
@@ -15,10 +14,15 @@ use shared::purge::Purger;
 use shared::queue::JobQueue;
 use shared::trace::TraceContext;
 use sqlx::PgPool;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::auth::{AuthGuard, RateLimiter};
 use crate::error::ApiError;
+use crate::openapi::{ApiDoc, DOCS_PATH, DOCUMENT_PATH};
 use crate::wait::Waiters;
 use crate::{batches, health, jobs, openai, reprocess, webhooks};
 
@@ -31,7 +35,7 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub auth: Arc<AuthGuard>,
     /// Requests in flight in this process, bounded by `max_concurrent_requests`.
-    pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub in_flight: Arc<Semaphore>,
     /// Long-poll requests waiting for jobs to finish.
     pub waiters: Arc<Waiters>,
     /// Deletes jobs everywhere they live.
@@ -39,56 +43,75 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::ApiMetrics>,
 }
 
+/// The JSON API: every route registered with its OpenAPI path item (`routes!` reads the
+/// handler's `#[utoipa::path]`), so none can be served undocumented, and the layers that
+/// are its own: the body limits, and the bound on requests in flight, which the health
+/// routes stay outside so probes answer under load. The admin pages share the bound but
+/// not the document.
+fn api(body_limit: usize, in_flight: Arc<Semaphore>) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(jobs::create, jobs::list))
+        .routes(routes!(jobs::get, jobs::delete))
+        .routes(routes!(jobs::versions))
+        .routes(routes!(jobs::transcript))
+        .routes(routes!(reprocess::one))
+        .routes(routes!(reprocess::by_filter))
+        .routes(routes!(batches::list))
+        .routes(routes!(batches::get))
+        .routes(routes!(batches::results))
+        .routes(routes!(batches::pause))
+        .routes(routes!(batches::resume))
+        .routes(routes!(batches::cancel))
+        .routes(routes!(openai::transcriptions))
+        .routes(routes!(openai::models))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::tenant_secret))
+        .routes(routes!(webhooks::all_deliveries))
+        .routes(routes!(webhooks::delivery))
+        .routes(routes!(webhooks::redeliver))
+        .routes(routes!(webhooks::get, webhooks::delete))
+        .routes(routes!(webhooks::rotate))
+        .routes(routes!(webhooks::enable))
+        .routes(routes!(webhooks::endpoint_deliveries))
+        .layer(DefaultBodyLimit::max(body_limit))
+        // A batch carries up to 100,000 items, or up to 1,000 uploaded files.
+        .routes(
+            routes!(batches::create).layer(DefaultBodyLimit::max(batches::MAX_UPLOAD_BODY_BYTES)),
+        )
+        .merge(OpenApiRouter::from(crate::admin::router()))
+        .layer(middleware::from_fn_with_state(in_flight, limit_in_flight))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+}
+
+/// The OpenAPI document of [`api`], completed by [`crate::openapi::finish`].
+pub fn api_document() -> utoipa::openapi::OpenApi {
+    let mut doc = api(0, Arc::new(Semaphore::new(1))).into_openapi();
+    crate::openapi::finish(&mut doc);
+    doc
+}
+
+/// `GET /openapi.json` (the document) and `GET /docs` (Swagger UI, every file embedded
+/// in the binary: the page works without internet access).
+fn docs(doc: utoipa::openapi::OpenApi) -> Router<AppState> {
+    let config = utoipa_swagger_ui::Config::new([DOCUMENT_PATH])
+        // The default validator is a remote service; the page fetches nothing elsewhere.
+        .validator_url("none")
+        .persist_authorization(true);
+    utoipa_swagger_ui::SwaggerUi::new(DOCS_PATH)
+        .url(DOCUMENT_PATH, doc)
+        .config(config)
+        .into()
+}
+
 pub fn router(state: AppState) -> Router {
     // Multipart bodies carry the audio: allow the upload limit plus room for the form.
     let body_limit = usize::try_from(state.config.max_upload_bytes)
         .unwrap_or(usize::MAX)
         .saturating_add(64 * 1024);
-    Router::new()
-        .route("/v1/jobs", post(jobs::create).get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
-        .route("/v1/jobs/{id}/versions", get(jobs::versions))
-        .route("/v1/jobs/{id}/transcript", get(jobs::transcript))
-        .route("/v1/jobs/{id}/reprocess", post(reprocess::one))
-        .route("/v1/reprocess", post(reprocess::by_filter))
-        .route("/v1/batches", get(batches::list))
-        .route("/v1/batches/{id}", get(batches::get))
-        .route("/v1/batches/{id}/results", get(batches::results))
-        .route("/v1/batches/{id}/pause", post(batches::pause))
-        .route("/v1/batches/{id}/resume", post(batches::resume))
-        .route("/v1/batches/{id}/cancel", post(batches::cancel))
-        .route("/v1/audio/transcriptions", post(openai::transcriptions))
-        .route("/v1/models", get(openai::models))
-        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
-        .route("/v1/webhooks/secret", post(webhooks::tenant_secret))
-        .route("/v1/webhooks/deliveries", get(webhooks::all_deliveries))
-        .route("/v1/webhooks/deliveries/{id}", get(webhooks::delivery))
-        .route(
-            "/v1/webhooks/deliveries/{id}/redeliver",
-            post(webhooks::redeliver),
-        )
-        .route(
-            "/v1/webhooks/{id}",
-            get(webhooks::get).delete(webhooks::delete),
-        )
-        .route("/v1/webhooks/{id}/rotate", post(webhooks::rotate))
-        .route("/v1/webhooks/{id}/enable", post(webhooks::enable))
-        .route(
-            "/v1/webhooks/{id}/deliveries",
-            get(webhooks::endpoint_deliveries),
-        )
-        .layer(DefaultBodyLimit::max(body_limit))
-        // A batch carries up to 100,000 items, or up to 1,000 uploaded files.
-        .route(
-            "/v1/batches",
-            post(batches::create).layer(DefaultBodyLimit::max(batches::MAX_UPLOAD_BODY_BYTES)),
-        )
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            limit_in_flight,
-        ))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+    let (api, mut doc) = api(body_limit, state.in_flight.clone()).split_for_parts();
+    crate::openapi::finish(&mut doc);
+    api.merge(docs(doc))
         .route_layer(middleware::from_fn(trace_request))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -141,13 +164,11 @@ pub fn traceparent(request: &Request) -> Option<String> {
 /// Sheds load beyond `max_concurrent_requests` with 503 `overloaded`, so a flood of slow
 /// clients cannot hold every connection, file descriptor and pool slot of the process.
 async fn limit_in_flight(
-    State(state): State<AppState>,
+    State(in_flight): State<Arc<Semaphore>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let _permit = state
-        .in_flight
-        .clone()
+    let _permit = in_flight
         .try_acquire_owned()
         .map_err(|_| ApiError::Overloaded)?;
     Ok(next.run(request).await)
@@ -203,9 +224,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             // Key lookups may use half the pool; job queries keep the rest.
             (config.database_max_connections as usize / 2).max(1),
         )),
-        in_flight: Arc::new(tokio::sync::Semaphore::new(
-            config.max_concurrent_requests.max(1),
-        )),
+        in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
         waiters: Arc::new(Waiters::new(config.max_waiting_requests)),
         config: config_arc,
         db,

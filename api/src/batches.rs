@@ -9,24 +9,28 @@
 use std::collections::{HashMap, HashSet};
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use shared::db::batch::{BatchAction, Control, Created, Idempotency, NewBatch, NewItem};
+use shared::db::batch::{BatchView, ItemResult};
 use shared::domain::{
-    is_canonical_key, AudioSource, JobOptions, Lane, ModelTier, S3Prefix, SummaryMode, Task,
+    is_canonical_key, AudioSource, JobOptions, Lane, ModelTier, Rubric, S3Prefix, SummaryMode, Task,
 };
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::error::{ApiError, ItemError};
+use crate::error::{ApiError, ErrorBody, ItemError};
+use crate::extract::ApiQuery;
 use crate::idempotency;
 use crate::jobs::{decode_cursor, page, page_limit, parse_url};
-use crate::options::{self, RawOptions};
+use crate::openapi::Page;
+use crate::options::{self, RawOptions, TextOptions};
 
 /// Most items one request may carry; a larger backfill sends several or names a prefix.
 pub const MAX_ITEMS: usize = 100_000;
@@ -41,12 +45,18 @@ pub const MAX_REPORTED: usize = 100;
 /// Longest `custom_id`.
 const MAX_CUSTOM_ID: usize = 256;
 
-/// One item of a JSONL or JSON batch.
-#[derive(Debug, Deserialize)]
+/// One item of a JSONL or JSON batch: its audio and the options it sets over the
+/// batch's.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = BatchItem)]
 #[serde(deny_unknown_fields)]
 struct ItemJson {
+    /// `s3://bucket/key` or `https://host/path`.
+    #[schema(max_length = 2048)]
     audio_url: String,
+    /// The caller's id for the item, unique in the batch; results carry it.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
     custom_id: Option<String>,
     #[serde(default)]
     language: Option<String>,
@@ -57,6 +67,7 @@ struct ItemJson {
     #[serde(default)]
     summary_model: Option<ModelTier>,
     #[serde(default)]
+    #[schema(value_type = Option<Rubric>)]
     rubric: Option<String>,
     #[serde(default)]
     model: Option<String>,
@@ -82,18 +93,48 @@ impl ItemJson {
     }
 }
 
-/// A JSON batch: items, or a prefix to list.
-#[derive(Debug, Deserialize)]
+/// A JSON batch: `items`, or a `source` prefix to list (one of the two).
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = CreateBatch)]
 #[serde(deny_unknown_fields)]
 struct BatchJson {
+    /// At most 100,000 items.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<ItemJson>>, max_items = 100000)]
     items: Option<Vec<serde_json::Value>>,
+    /// An `s3://bucket/prefix/` the tenant may read: every object under it is an item.
     #[serde(default)]
     source: Option<String>,
+    /// Options of every item (an item's own options win).
     #[serde(default)]
+    #[schema(value_type = Option<RawOptions>)]
     options: Option<RawOptions>,
+    /// `bulk` (the default for batches) or `interactive`.
     #[serde(default)]
+    #[schema(value_type = Option<Lane>)]
     lane: Option<String>,
+}
+
+/// A batch of uploaded files: `file` parts (their file names become the items'
+/// `custom_id`s) and the batch's options as text fields.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes the form for the OpenAPI document; `read_files` reads it.
+pub(crate) struct BatchForm {
+    /// The audio files, at most 1,000, each at most `max_upload_bytes`.
+    #[schema(value_type = Vec<String>, format = Binary, max_items = 1000)]
+    file: Vec<Vec<u8>>,
+    #[schema(value_type = Option<Lane>)]
+    lane: Option<String>,
+    language: Option<String>,
+    /// Comma-separated stages: `transcribe,score,summarize`.
+    tasks: Option<String>,
+    summary: Option<SummaryMode>,
+    summary_model: Option<ModelTier>,
+    #[schema(value_type = Option<Rubric>)]
+    rubric: Option<String>,
+    model: Option<String>,
+    webhook_url: Option<String>,
+    webhook_result: Option<bool>,
 }
 
 /// What the caller may read, loaded once per request: its uploads and its grants.
@@ -232,10 +273,50 @@ fn query_options(query: &HashMap<String, String>) -> Result<RawOptions, ApiError
 }
 
 /// `POST /v1/batches`.
+#[utoipa::path(
+    post,
+    path = "/v1/batches",
+    tag = "batches",
+    operation_id = "create_batch",
+    summary = "Submit many recordings at once (scope jobs:write)",
+    description = "A JSONL manifest (one item per line), a JSON object with `items` or an \
+        S3 `source` prefix, or a multipart form of audio files. The batch is validated \
+        whole: one bad item refuses the request (400 `invalid-items`, listing the bad \
+        lines) and nothing is stored. Batch-level options may also come as query \
+        parameters (JSONL and multipart).",
+    params(
+        TextOptions,
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "Retrying with the same key and request answers the same batch."),
+    ),
+    request_body(
+        description = "`application/x-ndjson` (also `application/jsonl`, \
+            `application/json-lines`): one BatchItem JSON object per line, at most 100,000 \
+            lines and 64 MiB. `application/json`: items or an S3 prefix. \
+            `multipart/form-data`: audio files.",
+        content(
+        (Vec<ItemJson> = "application/x-ndjson"),
+        (BatchJson = "application/json"),
+        (BatchForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 202, description = "Accepted.", body = BatchView,
+            headers(
+                ("Location" = String, description = "`/v1/batches/{id}`"),
+                ("Idempotent-Replayed" = Option<String>, description = "`true` when an earlier request with this Idempotency-Key made the batch"),
+            )),
+        (status = 400, description = "Invalid items (`invalid-items`, with `errors`) or options (`bad-request`, …).", body = ErrorBody),
+        (status = 403, description = "A missing scope, a source the tenant may not read (`forbidden-source`), or an option it may not use.", body = ErrorBody),
+        (status = 408, description = "The body stalled (`request-timeout`).", body = ErrorBody),
+        (status = 413, description = "A file or the body is too large (`file-too-large`, `body-too-large`).", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with another request (`idempotency-key-reused`).", body = ErrorBody),
+        (status = 429, description = "A rate limit, or the tenant's daily quota (`daily-quota-exceeded`).", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<HashMap<String, String>>,
+    ApiQuery(query): ApiQuery<HashMap<String, String>>,
     request: Request,
 ) -> Result<Response, ApiError> {
     caller.require("jobs:write")?;
@@ -496,7 +577,7 @@ async fn answer_created(
     }
 }
 
-pub fn batch_created(view: shared::db::batch::BatchView, replayed: bool) -> Response {
+pub fn batch_created(view: BatchView, replayed: bool) -> Response {
     let mut response = (
         StatusCode::ACCEPTED,
         [(
@@ -666,6 +747,18 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 }
 
 /// `GET /v1/batches/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/batches/{id}",
+    tag = "batches",
+    operation_id = "get_batch",
+    summary = "A batch and its progress (scope jobs:read)",
+    params(("id" = Uuid, Path, description = "The batch's id.")),
+    responses(
+        (status = 200, description = "The batch.", body = BatchView),
+        (status = 404, description = "No such batch (`not-found`).", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -678,20 +771,36 @@ pub async fn get(
     Ok(Json(view).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Page size, 20 by default.
     #[serde(default)]
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
     #[serde(default)]
     cursor: Option<String>,
 }
 
 /// `GET /v1/batches`: the tenant's batches, newest first, keyset-paginated.
+#[utoipa::path(
+    get,
+    path = "/v1/batches",
+    tag = "batches",
+    operation_id = "list_batches",
+    summary = "The tenant's batches, newest first (scope jobs:read)",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of batches.", body = Page<BatchView>),
+        (status = 400, description = "A bad limit or cursor (`bad-request`).", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     caller.require("jobs:read")?;
     let limit = page_limit(q.limit, 20, 100)?;
@@ -700,12 +809,16 @@ pub async fn list(
     Ok(page(&rows, limit, |b| (b.created_at, b.id)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ResultsQuery {
+    /// Resume after this `seq` (the last line a client got).
     #[serde(default)]
     after: Option<i32>,
+    /// Most lines to send; all by default.
     #[serde(default)]
+    #[param(minimum = 1)]
     limit: Option<i64>,
 }
 
@@ -716,11 +829,25 @@ const RESULTS_PAGE: i64 = 500;
 /// (`seq`, `custom_id`, `job_id`, `version`, `status`, `result` or `error`), streamed page
 /// by page so a 100,000-item batch never sits in memory. `after=<seq>` resumes after
 /// the last line a client got; `limit` caps the lines.
+#[utoipa::path(
+    get,
+    path = "/v1/batches/{id}/results",
+    tag = "batches",
+    operation_id = "get_batch_results",
+    summary = "A batch's results as JSONL, in submission order (scope jobs:read)",
+    params(("id" = Uuid, Path, description = "The batch's id."), ResultsQuery),
+    responses(
+        (status = 200, description = "One ItemResult JSON object per line.",
+            content((Vec<ItemResult> = "application/x-ndjson"))),
+        (status = 400, description = "A bad query parameter (`bad-request`).", body = ErrorBody),
+        (status = 404, description = "No such batch (`not-found`).", body = ErrorBody),
+    )
+)]
 pub async fn results(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<ResultsQuery>,
+    ApiQuery(q): ApiQuery<ResultsQuery>,
 ) -> Result<Response, ApiError> {
     caller.require("jobs:read")?;
     let id = parse_id(&id)?;
@@ -809,6 +936,20 @@ async fn control(
     Ok(Json(view).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/batches/{id}/pause",
+    tag = "batches",
+    operation_id = "pause_batch",
+    summary = "Pause a batch (scope jobs:write)",
+    description = "Holds the batch's queued items until it is resumed.",
+    params(("id" = Uuid, Path, description = "The batch's id.")),
+    responses(
+        (status = 200, description = "The batch now.", body = BatchView),
+        (status = 404, description = "No such batch (`not-found`).", body = ErrorBody),
+        (status = 409, description = "The batch's status does not allow it (`conflict`).", body = ErrorBody),
+    )
+)]
 pub async fn pause(
     State(state): State<AppState>,
     caller: Caller,
@@ -817,6 +958,20 @@ pub async fn pause(
     control(state, caller, id, BatchAction::Pause).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/batches/{id}/resume",
+    tag = "batches",
+    operation_id = "resume_batch",
+    summary = "Resume a batch (scope jobs:write)",
+    description = "Dispatches its held items again.",
+    params(("id" = Uuid, Path, description = "The batch's id.")),
+    responses(
+        (status = 200, description = "The batch now.", body = BatchView),
+        (status = 404, description = "No such batch (`not-found`).", body = ErrorBody),
+        (status = 409, description = "The batch's status does not allow it (`conflict`).", body = ErrorBody),
+    )
+)]
 pub async fn resume(
     State(state): State<AppState>,
     caller: Caller,
@@ -825,6 +980,20 @@ pub async fn resume(
     control(state, caller, id, BatchAction::Resume).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/batches/{id}/cancel",
+    tag = "batches",
+    operation_id = "cancel_batch",
+    summary = "Cancel a batch (scope jobs:write)",
+    description = "Its items that have not started never will.",
+    params(("id" = Uuid, Path, description = "The batch's id.")),
+    responses(
+        (status = 200, description = "The batch now.", body = BatchView),
+        (status = 404, description = "No such batch (`not-found`).", body = ErrorBody),
+        (status = 409, description = "The batch's status does not allow it (`conflict`).", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,

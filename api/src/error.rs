@@ -3,7 +3,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -53,6 +54,10 @@ pub enum ApiError {
     TooLarge { limit: u64 },
     #[error("request body larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// A JSON body over the route's limit, refused by the extractor (which does not
+    /// know the limit).
+    #[error("request body too large")]
+    PayloadTooLarge,
     #[error("{field} is longer than {limit} bytes")]
     FieldTooLong { field: &'static str, limit: usize },
     #[error("the request body stalled; send it faster")]
@@ -101,7 +106,9 @@ impl ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "file-too-large"),
-            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large"),
+            Self::BodyTooLarge { .. } | Self::PayloadTooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large")
+            }
             Self::FieldTooLong { .. } => (StatusCode::BAD_REQUEST, "field-too-long"),
             Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request-timeout"),
             Self::AuthRateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "auth-rate-limited"),
@@ -115,12 +122,18 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let mut error = json!({"code": code, "message": self.to_string()});
-        if let Self::InvalidItems { errors, .. } = &self {
-            error["errors"] = json!(errors);
-        }
-        let body = Json(json!({ "error": error }));
-        let mut response = (status, body).into_response();
+        let errors = match &self {
+            Self::InvalidItems { errors, .. } => Some(errors.clone()),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+                errors,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
         match &self {
             Self::RateLimited { retry_after_s } | Self::AuthRateLimited { retry_after_s } => {
                 response
@@ -148,17 +161,50 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The body of every error answer (the OpenAI-compatible routes excepted, see
+/// `openai::OpenAiErrorBody`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable kebab-case code: `not-found`, `bad-request`, `invalid-items`, …
+    #[schema(value_type = String, example = "not-found")]
+    pub code: &'static str,
+    /// A sentence for people; it may change, `code` does not.
+    pub message: String,
+    /// With `invalid-items`: the bad items (at most 100 listed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<ItemError>>,
+}
+
 /// One bad item of a batch: its 1-based line (JSONL) or index (`items`), and why.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ItemError {
     pub line: usize,
+    #[schema(value_type = String)]
     pub code: &'static str,
     pub message: String,
 }
 
-/// A database error seen by a request: logged in full, answered as 503.
+/// A database error seen by a request: logged in full, answered as 503; but a value
+/// PostgreSQL cannot hold (text with a NUL character, a date out of its range) is the
+/// caller's error, 400.
 impl From<shared::db::DbError> for ApiError {
     fn from(e: shared::db::DbError) -> Self {
+        if let shared::db::DbError::Sqlx(sqlx::Error::Database(d)) = &e {
+            match d.code().as_deref() {
+                // character_not_in_repertoire (text), untranslatable_character (jsonb)
+                Some("22021" | "22P05") => {
+                    return ApiError::BadRequest("text may not contain NUL characters".into())
+                }
+                // datetime_field_overflow
+                Some("22008") => return ApiError::BadRequest("a date is out of range".into()),
+                _ => {}
+            }
+        }
         tracing::warn!(error = %e, "database error");
         ApiError::Unavailable("the database")
     }

@@ -5,15 +5,59 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    operation_id = "healthz",
+    summary = "The process answers",
+    responses((status = 200, description = "Always `ok`.", body = String, content_type = "text/plain"))
+)]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+/// Whether each dependency answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// Every check is `ok`.
+    pub ready: bool,
+    pub checks: Checks,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Checks {
+    pub postgres: Check,
+    pub redis: Check,
+    pub s3: Check,
+}
+
+/// A dependency's state; why it failed goes to the log only.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Check {
+    Ok,
+    Down,
+    Timeout,
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    operation_id = "readyz",
+    summary = "PostgreSQL, Redis and S3 answer (each within 2 s)",
+    responses(
+        (status = 200, description = "Ready.", body = Readiness),
+        (status = 503, description = "A dependency is down or slow.", body = Readiness),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     const LIMIT: Duration = Duration::from_secs(2);
     let (db, redis, s3) = tokio::join!(
         tokio::time::timeout(LIMIT, shared::db::ping(&state.db)),
@@ -25,30 +69,31 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     fn show<E: std::fmt::Display>(
         name: &'static str,
         r: Result<Result<(), E>, tokio::time::error::Elapsed>,
-    ) -> (&'static str, (bool, &'static str)) {
-        let state = match r {
-            Ok(Ok(())) => (true, "ok"),
+    ) -> Check {
+        match r {
+            Ok(Ok(())) => Check::Ok,
             Ok(Err(e)) => {
                 tracing::warn!(dependency = name, error = %e, "readiness check failed");
-                (false, "down")
+                Check::Down
             }
             Err(_) => {
                 tracing::warn!(dependency = name, "readiness check timed out");
-                (false, "timeout")
+                Check::Timeout
             }
-        };
-        (name, state)
+        }
     }
-    let checks = [show("postgres", db), show("redis", redis), show("s3", s3)];
-    let ready = checks.iter().all(|(_, (ok, _))| *ok);
-    let body: serde_json::Map<String, Value> = checks
-        .into_iter()
-        .map(|(name, (_, state))| (name.to_string(), json!(state)))
-        .collect();
+    let checks = Checks {
+        postgres: show("postgres", db),
+        redis: show("redis", redis),
+        s3: show("s3", s3),
+    };
+    let ready = [checks.postgres, checks.redis, checks.s3]
+        .iter()
+        .all(|c| matches!(c, Check::Ok));
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({"ready": ready, "checks": body})))
+    (status, Json(Readiness { ready, checks }))
 }

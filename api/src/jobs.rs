@@ -1,33 +1,47 @@
 //! `POST /v1/jobs`, `GET /v1/jobs` (listing), `GET /v1/jobs/{id}`, its versions and its
 //! transcript as a file (`/transcript`).
 
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared::db::batch::{Created, Idempotency, JobFilter};
 use shared::db::NewJob;
-use shared::domain::{AudioSource, JobStatus, Lane, ModelTier, SummaryMode, Task};
+use shared::domain::{
+    AudioSource, Flag, JobStatus, Lane, ModelTier, Rubric, SummaryMode, Task, Transcript,
+};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiQuery;
 use crate::idempotency;
+use crate::openapi::{List, Page};
 use crate::options::{self, RawOptions};
 
-#[derive(Debug, Deserialize)]
+/// A job to fetch its audio from a URL: `s3://bucket/key` (the tenant's own uploads or a
+/// granted prefix) or `https://…`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = CreateJob)]
 #[serde(deny_unknown_fields)]
 struct CreateJson {
+    /// `s3://bucket/key` or `https://host/path`.
+    #[schema(max_length = 2048)]
     audio_url: String,
+    /// Language code (`en`, `de`, …); detected when absent.
     #[serde(default)]
     language: Option<String>,
+    /// `interactive` (the default for one job) or `bulk`.
     #[serde(default)]
+    #[schema(value_type = Option<Lane>)]
     lane: Option<String>,
+    /// Stages to run; default all.
     #[serde(default)]
     tasks: Option<Vec<Task>>,
     #[serde(default)]
@@ -35,13 +49,57 @@ struct CreateJson {
     #[serde(default)]
     summary_model: Option<ModelTier>,
     #[serde(default)]
+    #[schema(value_type = Option<Rubric>)]
     rubric: Option<String>,
+    /// A configured transcription model (`GET /v1/models` lists them).
     #[serde(default)]
     model: Option<String>,
+    /// Where this job's `job.completed` or `job.failed` event is POSTed, signed with
+    /// the tenant's webhook secret (`POST /v1/webhooks/secret` makes it).
     #[serde(default)]
+    #[schema(max_length = 2048)]
     webhook_url: Option<String>,
+    /// Whether that event carries the result.
     #[serde(default)]
     webhook_result: Option<bool>,
+}
+
+/// A job with its audio uploaded: one `file` part and the options as text fields.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes the form for the OpenAPI document; `read_form` reads it.
+pub(crate) struct JobForm {
+    /// The audio (at most `max_upload_bytes`; 413 `file-too-large` beyond).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    #[schema(value_type = Option<Lane>)]
+    lane: Option<String>,
+    language: Option<String>,
+    /// Comma-separated stages: `transcribe,score,summarize`.
+    tasks: Option<String>,
+    summary: Option<SummaryMode>,
+    summary_model: Option<ModelTier>,
+    #[schema(value_type = Option<Rubric>)]
+    rubric: Option<String>,
+    model: Option<String>,
+    webhook_url: Option<String>,
+    webhook_result: Option<bool>,
+}
+
+/// The answer to an accepted job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobAccepted {
+    pub id: Uuid,
+    /// Always `queued` here.
+    pub status: JobStatus,
+}
+
+impl JobAccepted {
+    fn new(id: Uuid) -> Json<Self> {
+        Json(Self {
+            id,
+            status: JobStatus::Queued,
+        })
+    }
 }
 
 /// Largest JSON body of `POST /v1/jobs`: a URL and a few options.
@@ -55,6 +113,38 @@ const MAX_FIELD_BYTES: usize = 1024;
 /// (stored in S3 by the API) and option fields. Every field is checked before anything
 /// is written: an upload becomes an S3 object only once the whole form is valid, and is
 /// deleted again if the job cannot be stored.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    operation_id = "create_job",
+    summary = "Submit a job (scope jobs:write)",
+    description = "JSON with an `audio_url`, or a multipart form with the audio as its `file` \
+        part. Interactive jobs go to the queue at once; the answer names the job to poll \
+        (`GET /v1/jobs/{id}?wait=N`).",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "Retrying with the same key and request answers the same job \
+                (`Idempotent-Replayed: true`); the same key with another request is 422."),
+    ),
+    request_body(content(
+        (CreateJson = "application/json"),
+        (JobForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 202, description = "Accepted and queued.", body = JobAccepted,
+            headers(
+                ("Location" = String, description = "`/v1/jobs/{id}`"),
+                ("Idempotent-Replayed" = Option<String>, description = "`true` when an earlier request with this Idempotency-Key made the job"),
+            )),
+        (status = 400, description = "A field is invalid (`bad-request`, `field-too-long`, `forbidden-port`, `webhook-*`, `invalid-webhook-url`, `webhook-secret-missing`).", body = ErrorBody),
+        (status = 403, description = "A missing scope, a source the tenant may not read (`forbidden-source`), or an option it may not use (`strong-model-not-allowed`, `rubrics-not-allowed`).", body = ErrorBody),
+        (status = 408, description = "The body stalled (`request-timeout`).", body = ErrorBody),
+        (status = 413, description = "The upload or body is too large (`file-too-large`, `body-too-large`).", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with another request (`idempotency-key-reused`).", body = ErrorBody),
+        (status = 429, description = "A rate limit, or a tenant limit (`daily-quota-exceeded`, `concurrency-limit`).", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -144,7 +234,7 @@ pub async fn create(
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/v1/jobs/{id}"))],
-        Json(json!({"id": id, "status": "queued"})),
+        JobAccepted::new(id),
     )
         .into_response())
 }
@@ -486,7 +576,7 @@ fn replayed(prior: Created) -> Result<Response, ApiError> {
                     HeaderValue::from_static("true"),
                 ),
             ],
-            Json(json!({"id": id, "status": "queued"})),
+            JobAccepted::new(id),
         )
             .into_response()),
     }
@@ -511,13 +601,17 @@ pub fn parse_url(state: &AppState, url: &str) -> Result<AudioSource, ApiError> {
     Ok(source)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GetQuery {
+    /// A stored result version (`GET /v1/jobs/{id}/versions` lists them); the latest
+    /// by default.
     #[serde(default)]
     version: Option<i32>,
-    /// Long-poll: seconds to wait for the job to finish (at most [`MAX_WAIT_S`]).
+    /// Long-poll: seconds to wait for the job to finish (at most 60, [`MAX_WAIT_S`]).
     #[serde(default)]
+    #[param(minimum = 0, maximum = 60)]
     wait: Option<u64>,
 }
 
@@ -527,6 +621,18 @@ pub const MAX_WAIT_S: u64 = 60;
 /// `DELETE /v1/jobs/{id}`: the job, all its result versions, its uploaded audio, its
 /// cache entries and queue tasks (`shared::purge`); 204, and 404 from then on. A run in
 /// progress finishes unseen: its result is discarded.
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    operation_id = "delete_job",
+    summary = "Delete a job and everything stored for it (scope jobs:write)",
+    params(("id" = Uuid, Path, description = "The job's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "No such job (`not-found`).", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -545,11 +651,27 @@ pub async fn delete(
     }
 }
 
+/// `GET /v1/jobs/{id}[?version=N][&wait=S]`: the job, its status and its result.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    operation_id = "get_job",
+    summary = "A job, its status and result (scope jobs:read)",
+    description = "With `wait`, answers as soon as the job finishes, or after `wait` seconds \
+        with its state then.",
+    params(("id" = Uuid, Path, description = "The job's id."), GetQuery),
+    responses(
+        (status = 200, description = "The job.", body = shared::db::JobView),
+        (status = 400, description = "A bad query parameter (`bad-request`).", body = ErrorBody),
+        (status = 404, description = "No such job (`not-found`) or result version (`version-not-found`).", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<GetQuery>,
+    ApiQuery(q): ApiQuery<GetQuery>,
 ) -> Result<Response, ApiError> {
     caller.require("jobs:read")?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
@@ -590,6 +712,18 @@ pub async fn get(
 }
 
 /// `GET /v1/jobs/{id}/versions`: the stored result versions, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/versions",
+    tag = "jobs",
+    operation_id = "list_job_versions",
+    summary = "A job's stored result versions, oldest first (scope jobs:read)",
+    params(("id" = Uuid, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The versions.", body = List<shared::db::batch::VersionSummary>),
+        (status = 404, description = "No such job (`not-found`).", body = ErrorBody),
+    )
+)]
 pub async fn versions(
     State(state): State<AppState>,
     caller: Caller,
@@ -600,26 +734,35 @@ pub async fn versions(
     let versions = shared::db::batch::job_versions(&state.db, caller.tenant_id(), id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(json!({ "data": versions })).into_response())
+    Ok(Json(List { data: versions }).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
+    /// Jobs of this batch only.
     #[serde(default)]
     batch: Option<Uuid>,
     #[serde(default)]
     created_after: Option<DateTime<Utc>>,
     #[serde(default)]
     created_before: Option<DateTime<Utc>>,
+    /// Failed jobs with this error code.
     #[serde(default)]
     error_code: Option<String>,
+    /// Jobs whose latest result carries this quality flag.
     #[serde(default)]
+    #[param(value_type = Option<Flag>)]
     flag: Option<String>,
+    /// Page size, 100 by default.
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
     #[serde(default)]
     cursor: Option<String>,
 }
@@ -694,10 +837,22 @@ pub fn parse_flag(flag: Option<&str>) -> Result<Option<String>, ApiError> {
 /// `GET /v1/jobs`: the tenant's jobs, newest first, filtered, in pages of `limit`
 /// (default 100, at most 1,000) with keyset pagination: `next_cursor` names the last
 /// row, so jobs created meanwhile neither repeat nor shift a page.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    operation_id = "list_jobs",
+    summary = "The tenant's jobs, newest first, filtered (scope jobs:read)",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs.", body = Page<shared::db::batch::JobSummary>),
+        (status = 400, description = "A bad filter, limit or cursor (`bad-request`).", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     caller.require("jobs:read")?;
     let limit = page_limit(q.limit, 100, MAX_PAGE)?;
@@ -718,13 +873,28 @@ pub async fn list(
     Ok(page(&rows, limit, |r| (r.created_at, r.id)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TranscriptQuery {
+    /// The file format, `txt` by default.
     #[serde(default)]
+    #[param(inline, value_type = Option<TranscriptFormat>)]
     format: Option<String>,
+    /// A stored result version; the latest by default.
     #[serde(default)]
     version: Option<i32>,
+}
+
+/// A transcript file format: the names `shared::render::Format` parses.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // Describes `format` for the OpenAPI document.
+pub(crate) enum TranscriptFormat {
+    Txt,
+    Srt,
+    Vtt,
+    Json,
 }
 
 /// `GET /v1/jobs/{id}/transcript[?format=txt|srt|vtt|json][&version=N]`: the transcript
@@ -732,11 +902,32 @@ pub struct TranscriptQuery {
 /// another format is asked for. `shared::render` renders it, the same code that prints
 /// `voxq-worker transcribe --format text|srt|vtt`. A job without a stored result
 /// answers 409 `no-result`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/transcript",
+    tag = "jobs",
+    operation_id = "get_job_transcript",
+    summary = "A job's transcript as a file: text, SRT, WebVTT or JSON (scope jobs:read)",
+    params(("id" = Uuid, Path, description = "The job's id."), TranscriptQuery),
+    responses(
+        (status = 200, description = "The transcript, as an attachment.",
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"<id>.v<version>.<format>\"`")),
+            content(
+                (String = "text/plain"),
+                (String = "application/x-subrip"),
+                (String = "text/vtt"),
+                (Transcript = "application/json"),
+            )),
+        (status = 400, description = "A bad query parameter (`bad-request`).", body = ErrorBody),
+        (status = 404, description = "No such job (`not-found`) or result version (`version-not-found`).", body = ErrorBody),
+        (status = 409, description = "The job has no result yet (`no-result`).", body = ErrorBody),
+    )
+)]
 pub async fn transcript(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<TranscriptQuery>,
+    ApiQuery(q): ApiQuery<TranscriptQuery>,
 ) -> Result<Response, ApiError> {
     caller.require("jobs:read")?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;

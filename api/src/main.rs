@@ -7,15 +7,18 @@ use clap::{Parser, Subcommand};
 use shared::config::Config;
 use shared::domain::S3Prefix;
 
+mod admin;
 mod app;
 mod auth;
 mod batches;
 mod error;
+mod extract;
 mod health;
 mod idempotency;
 mod jobs;
 mod metrics;
 mod openai;
+mod openapi;
 mod options;
 mod reprocess;
 mod wait;
@@ -32,6 +35,9 @@ struct Cli {
 enum Command {
     /// Serve the API (the default): applies pending migrations and creates the bucket first.
     Serve,
+    /// Print the OpenAPI document (as committed in docs/openapi.json, and served at
+    /// /openapi.json); needs no configuration.
+    Openapi,
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -128,8 +134,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Openapi = command {
+        print!("{}", openapi::document_json());
+        return Ok(());
+    }
     let config = Config::load()?;
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
+        Command::Openapi => unreachable!("answered above"),
         Command::Serve => app::serve(config).await,
         Command::Sources { command } => sources(&config, command).await,
         Command::Limits {

@@ -12,11 +12,12 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use shared::config::DEFAULT_MODEL;
 use shared::db::NewJob;
-use shared::domain::{JobStatus, Lane, Transcript};
+use shared::domain::{JobStatus, Lane, ModelTier, Rubric, SummaryMode, Transcript};
 use shared::render::{self, Format};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -35,6 +36,38 @@ const FIELDS: [&str; 5] = [
     "timestamp_granularities[]",
     "stream",
 ];
+
+/// The body of an error on the OpenAI-compatible routes: OpenAI's shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiErrorBody {
+    pub error: OpenAiErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiErrorDetail {
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `permission_error`,
+    /// `not_found_error`, `rate_limit_error` or `server_error`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The form field at fault, when one is.
+    pub param: Option<String>,
+    /// voxq's error code (`unsupported-response-format`, `model_not_found`, …).
+    pub code: String,
+}
+
+impl OpenAiErrorBody {
+    fn new(kind: &'static str, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error: OpenAiErrorDetail {
+                message: message.into(),
+                kind,
+                param: None,
+                code: code.into(),
+            },
+        }
+    }
+}
 
 /// An error in OpenAI's shape, with voxq's status and code.
 pub struct OpenAiError(ApiError);
@@ -68,12 +101,8 @@ impl IntoResponse for OpenAiError {
             }
             _ => None,
         };
-        let body = json!({"error": {
-            "message": self.0.to_string(),
-            "type": kind,
-            "param": param,
-            "code": code,
-        }});
+        let mut body = OpenAiErrorBody::new(kind, code, self.0.to_string());
+        body.error.param = param;
         let mut response = (status, Json(body)).into_response();
         // Keep voxq's headers (Retry-After, WWW-Authenticate).
         let original = self.0.into_response();
@@ -93,7 +122,33 @@ fn invalid(code: &'static str, message: impl Into<String>) -> OpenAiError {
     })
 }
 
+/// `GET /v1/models`'s answer, as OpenAI's.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<Model>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Model {
+    /// `whisper-1` (the `default` model) or a configured model's name.
+    pub id: String,
+    /// Always `model`.
+    pub object: &'static str,
+    pub created: i64,
+    pub owned_by: &'static str,
+}
+
 /// `GET /v1/models`: the configured local models, and `whisper-1` (the default).
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "openai",
+    operation_id = "list_models",
+    summary = "The transcription models, as OpenAI lists them (scope jobs:read)",
+    responses((status = 200, description = "`whisper-1` and the configured models.", body = ModelList))
+)]
 pub async fn models(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
@@ -101,11 +156,20 @@ pub async fn models(
     caller?.require("jobs:read")?;
     let mut names: Vec<String> = vec![OPENAI_MODEL.to_string()];
     names.extend(state.config.model_dirs().into_keys());
-    let data: Vec<_> = names
-        .iter()
-        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "voxq"}))
+    let data = names
+        .into_iter()
+        .map(|id| Model {
+            id,
+            object: "model",
+            created: 0,
+            owned_by: "voxq",
+        })
         .collect();
-    Ok(Json(json!({"object": "list", "data": data})).into_response())
+    Ok(Json(ModelList {
+        object: "list",
+        data,
+    })
+    .into_response())
 }
 
 /// What the client asked for, besides the options.
@@ -113,7 +177,8 @@ struct Asked {
     format: ResponseFormat,
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 enum ResponseFormat {
     Json,
     Text,
@@ -122,8 +187,127 @@ enum ResponseFormat {
     VerboseJson,
 }
 
+/// A `timestamp_granularities[]` value; `word` is refused until the engine has word
+/// timestamps.
+#[derive(Clone, Copy, PartialEq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum Granularity {
+    Segment,
+    Word,
+}
+
+/// OpenAI's transcription form, and voxq's job options as extra fields.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // Describes the form for the OpenAPI document; `read_form` reads it.
+pub(crate) struct TranscriptionForm {
+    /// The audio (at most `max_upload_bytes`).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// `whisper-1` (the `default` model) or a configured model (`GET /v1/models`).
+    #[schema(example = "whisper-1")]
+    model: String,
+    /// Language code (`en`, …); detected when absent.
+    language: Option<String>,
+    /// Accepted, not used.
+    prompt: Option<String>,
+    /// `json` by default.
+    response_format: Option<ResponseFormat>,
+    /// Checked, not used: the engine falls back over temperatures itself.
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    temperature: Option<f64>,
+    /// `segment` (word timestamps are not available yet).
+    #[serde(rename = "timestamp_granularities[]")]
+    timestamp_granularities: Option<Vec<Granularity>>,
+    /// Only `false`: streaming is not supported.
+    stream: Option<bool>,
+    /// Comma-separated voxq stages besides transcription: `score,summarize`.
+    tasks: Option<String>,
+    summary: Option<SummaryMode>,
+    summary_model: Option<ModelTier>,
+    #[schema(value_type = Option<Rubric>)]
+    rubric: Option<String>,
+    webhook_url: Option<String>,
+    webhook_result: Option<bool>,
+}
+
+/// `response_format=json` or `verbose_json`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Transcription {
+    Json(TranscriptionJson),
+    Verbose(VerboseTranscription),
+}
+
+/// `response_format=json`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)] // Only `text`: tells it apart from `verbose_json`.
+pub struct TranscriptionJson {
+    pub text: String,
+}
+
+/// `response_format=verbose_json`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerboseTranscription {
+    /// Always `transcribe`.
+    pub task: &'static str,
+    /// The language's English name, as Whisper names it (`english`).
+    pub language: String,
+    /// Seconds.
+    pub duration: f64,
+    pub text: String,
+    pub segments: Vec<VerboseSegment>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerboseSegment {
+    pub id: usize,
+    pub seek: u32,
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub temperature: f64,
+    pub avg_logprob: f64,
+    pub compression_ratio: f64,
+    pub no_speech_prob: f64,
+}
+
 /// `POST /v1/audio/transcriptions` (multipart: `file`, `model`, `language`, `prompt`,
 /// `response_format`, `temperature`, `timestamp_granularities[]`).
+#[utoipa::path(
+    post,
+    path = "/v1/audio/transcriptions",
+    tag = "openai",
+    operation_id = "create_transcription",
+    summary = "Transcribe a file and wait for it, as OpenAI's API does (scope jobs:write)",
+    description = "Runs an ordinary interactive job (stored, listed and billed like any other; \
+        its id is in `x-voxq-job-id`) and answers when it finishes, in the `response_format` \
+        asked for. Errors use OpenAI's shape.",
+    request_body(content((TranscriptionForm = "multipart/form-data"))),
+    responses(
+        (status = 200, description = "The transcript: JSON for `json` and `verbose_json`, text for `text`, `srt` and `vtt`.",
+            headers(("x-voxq-job-id" = Uuid, description = "The job that made it.")),
+            content(
+                (Transcription = "application/json"),
+                (String = "text/plain"),
+                (String = "application/x-subrip"),
+                (String = "text/vtt"),
+            )),
+        (status = 400, description = "A bad form or option, or the audio could not be transcribed (its error code).",
+            headers(("x-voxq-job-id" = Option<Uuid>, description = "When a job was made.")),
+            body = OpenAiErrorBody),
+        (status = 403, description = "A missing scope or an option the tenant may not use.", body = OpenAiErrorBody),
+        (status = 408, description = "The body stalled (`request-timeout`).", body = OpenAiErrorBody),
+        (status = 413, description = "The upload is too large (`file-too-large`).", body = OpenAiErrorBody),
+        (status = 429, description = "A rate limit or tenant limit.", body = OpenAiErrorBody),
+        (status = 500, description = "The job failed on the server's side (`retries-exhausted`, `worker-crashed`, `model-unavailable`, `internal`).",
+            headers(("x-voxq-job-id" = Uuid, description = "The job.")),
+            body = OpenAiErrorBody),
+        (status = 504, description = "The job did not finish within `sync_timeout_s` (`timeout`); its result will be at `GET /v1/jobs/{id}`.",
+            headers(("x-voxq-job-id" = Uuid, description = "The job.")),
+            body = OpenAiErrorBody),
+    )
+)]
 pub async fn transcriptions(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
@@ -194,20 +378,19 @@ pub async fn transcriptions(
             } else {
                 (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
             };
-            let body = json!({"error": {
-                "message": error.message, "type": kind, "param": null, "code": error.code,
-            }});
+            let body = OpenAiErrorBody::new(kind, error.code, error.message);
             (status, Json(body)).into_response()
         }
         (status, _, _) => {
-            let body = json!({"error": {
-                "message": format!(
+            let body = OpenAiErrorBody::new(
+                "server_error",
+                "timeout",
+                format!(
                     "the transcription is still {} after {} s; its result will be at GET /v1/jobs/{id}",
                     status.as_str(),
                     wait.as_secs()
                 ),
-                "type": "server_error", "param": null, "code": "timeout",
-            }});
+            );
             (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response()
         }
     };
@@ -248,23 +431,16 @@ fn read_openai_fields(
         let value = value.trim();
         match name.as_str() {
             "response_format" => {
-                format = match value {
-                    "json" => ResponseFormat::Json,
-                    "text" => ResponseFormat::Text,
-                    "srt" => ResponseFormat::Srt,
-                    "vtt" => ResponseFormat::Vtt,
-                    "verbose_json" => ResponseFormat::VerboseJson,
-                    other => {
-                        let other: String = other.chars().take(32).collect();
-                        return Err(invalid(
-                            "unsupported-response-format",
-                            format!(
-                                "response_format '{other}' is not supported (json, text, srt, \
-                                 verbose_json, vtt)"
-                            ),
-                        ));
-                    }
-                }
+                format = options::parse_enum("response_format", value).map_err(|_| {
+                    let value: String = value.chars().take(32).collect();
+                    invalid(
+                        "unsupported-response-format",
+                        format!(
+                            "response_format '{value}' is not supported (json, text, srt, \
+                             verbose_json, vtt)"
+                        ),
+                    )
+                })?;
             }
             "temperature" => {
                 let ok = value.parse::<f64>().is_ok_and(|t| (0.0..=1.0).contains(&t));
@@ -275,22 +451,24 @@ fn read_openai_fields(
                     ));
                 }
             }
-            "timestamp_granularities[]" => match value {
-                "segment" => {}
-                "word" => {
-                    return Err(invalid(
-                        "unsupported-timestamp-granularities",
-                        "word timestamps are not available yet; ask for segment",
-                    ))
+            "timestamp_granularities[]" => {
+                match options::parse_enum("timestamp granularity", value) {
+                    Ok(Granularity::Segment) => {}
+                    Ok(Granularity::Word) => {
+                        return Err(invalid(
+                            "unsupported-timestamp-granularities",
+                            "word timestamps are not available yet; ask for segment",
+                        ))
+                    }
+                    Err(_) => {
+                        let value: String = value.chars().take(32).collect();
+                        return Err(invalid(
+                            "bad-request",
+                            format!("unknown timestamp granularity '{value}' (segment)"),
+                        ));
+                    }
                 }
-                other => {
-                    let other: String = other.chars().take(32).collect();
-                    return Err(invalid(
-                        "bad-request",
-                        format!("unknown timestamp granularity '{other}' (segment)"),
-                    ));
-                }
-            },
+            }
             "stream" if value == "false" => {}
             "stream" => return Err(invalid("unsupported-stream", "streaming is not supported")),
             _ => {} // prompt
@@ -301,47 +479,42 @@ fn read_openai_fields(
 
 /// The transcript as OpenAI answers it in each format.
 fn answer(t: &Transcript, format: ResponseFormat) -> Response {
+    // `media_type` names the charset already.
     let plain = |format: Format, body: String| {
-        (
-            [(
-                header::CONTENT_TYPE,
-                format!("{}; charset=utf-8", format.media_type()),
-            )],
-            body,
-        )
-            .into_response()
+        ([(header::CONTENT_TYPE, format.media_type())], body).into_response()
     };
     match format {
-        ResponseFormat::Json => Json(json!({"text": t.text.trim()})).into_response(),
+        ResponseFormat::Json => Json(Transcription::Json(TranscriptionJson {
+            text: t.text.trim().to_string(),
+        }))
+        .into_response(),
         ResponseFormat::Text => plain(Format::Text, render::text(t)),
         ResponseFormat::Srt => plain(Format::Srt, render::srt(t)),
         ResponseFormat::Vtt => plain(Format::Vtt, render::vtt(t)),
         ResponseFormat::VerboseJson => {
-            let segments: Vec<_> = t
+            let segments = t
                 .segments
                 .iter()
                 .enumerate()
-                .map(|(i, s)| {
-                    json!({
-                        "id": i,
-                        "seek": 0,
-                        "start": s.start,
-                        "end": s.end,
-                        "text": s.text,
-                        "tokens": [],
-                        "temperature": 0.0,
-                        "avg_logprob": s.avg_logprob,
-                        "compression_ratio": 0.0,
-                        "no_speech_prob": s.no_speech_prob,
-                    })
+                .map(|(i, s)| VerboseSegment {
+                    id: i,
+                    seek: 0,
+                    start: s.start,
+                    end: s.end,
+                    text: s.text.clone(),
+                    tokens: Vec::new(),
+                    temperature: 0.0,
+                    avg_logprob: s.avg_logprob,
+                    compression_ratio: 0.0,
+                    no_speech_prob: s.no_speech_prob,
                 })
                 .collect();
-            Json(json!({
-                "task": "transcribe",
-                "language": language_name(&t.language),
-                "duration": t.duration_s,
-                "text": t.text.trim(),
-                "segments": segments,
+            Json(Transcription::Verbose(VerboseTranscription {
+                task: "transcribe",
+                language: language_name(&t.language),
+                duration: t.duration_s,
+                text: t.text.trim().to_string(),
+                segments,
             }))
             .into_response()
         }

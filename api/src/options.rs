@@ -5,18 +5,24 @@ use serde::Deserialize;
 use shared::config::Config;
 use shared::db::batch::TenantLimits;
 use shared::domain::{JobOptions, Lane, ModelTier, Rubric, SummaryMode, Task};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 
 /// Options given by a client, none required. Later layers override earlier ones
 /// ([`RawOptions::over`]): a batch item's options over the batch's.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
+#[schema(as = Options)]
 #[serde(deny_unknown_fields)]
 pub struct RawOptions {
+    /// `interactive` or `bulk`.
     #[serde(default)]
+    #[schema(value_type = Option<Lane>)]
     pub lane: Option<String>,
+    /// Language code (`en`, `de`, …); detected when absent.
     #[serde(default)]
     pub language: Option<String>,
+    /// Stages to run; default all.
     #[serde(default)]
     pub tasks: Option<Vec<Task>>,
     #[serde(default)]
@@ -24,6 +30,7 @@ pub struct RawOptions {
     #[serde(default)]
     pub summary_model: Option<ModelTier>,
     #[serde(default)]
+    #[schema(value_type = Option<Rubric>)]
     pub rubric: Option<String>,
     /// Named transcription model (`default`, `base`, … as configured in `models`).
     #[serde(default)]
@@ -34,6 +41,31 @@ pub struct RawOptions {
     /// Whether the webhook payload carries the result.
     #[serde(default)]
     pub webhook_result: Option<bool>,
+}
+
+/// The options as text, as form fields and query parameters give them
+/// ([`RawOptions::set_text`] reads them): for the OpenAPI document.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Describes the parameters; `RawOptions::set_text` reads them.
+pub struct TextOptions {
+    /// `interactive` or `bulk`.
+    #[param(value_type = Option<Lane>)]
+    lane: Option<String>,
+    /// Language code (`en`, `de`, …); detected when absent.
+    language: Option<String>,
+    /// Comma-separated stages: `transcribe,score,summarize`.
+    tasks: Option<String>,
+    summary: Option<SummaryMode>,
+    summary_model: Option<ModelTier>,
+    #[param(value_type = Option<Rubric>)]
+    rubric: Option<String>,
+    /// A configured transcription model (`GET /v1/models` lists them).
+    model: Option<String>,
+    /// Where each job's event is POSTed, signed with the tenant's webhook secret.
+    webhook_url: Option<String>,
+    /// Whether that event carries the result.
+    webhook_result: Option<bool>,
 }
 
 /// Names of the option fields, for form fields and query parameters.

@@ -12,27 +12,34 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
-use shared::db::batch::{JobFilter, Reprocess};
-use shared::domain::Lane;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use shared::db::batch::{BatchView, JobFilter, Reprocess};
+use shared::domain::{Flag, JobStatus, Lane};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::batches::{batch_created, push_interactive};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiJson;
 use crate::jobs::{parse_flag, parse_status};
 use crate::options::{self, RawOptions};
 
-#[derive(Debug, Default, Deserialize)]
+/// Which finished jobs to reprocess; every field narrows the match.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = ReprocessFilter)]
 #[serde(deny_unknown_fields)]
 pub struct FilterJson {
+    /// Another tenant, by name (`operator` keys only); absent with an operator key:
+    /// every tenant.
     #[serde(default)]
     tenant: Option<String>,
     #[serde(default)]
     batch: Option<Uuid>,
     #[serde(default)]
+    #[schema(value_type = Option<JobStatus>)]
     status: Option<String>,
     #[serde(default)]
     created_after: Option<DateTime<Utc>>,
@@ -41,31 +48,56 @@ pub struct FilterJson {
     #[serde(default)]
     error_code: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Flag>)]
     flag: Option<String>,
+    /// Jobs whose latest result was made by this model.
     #[serde(default)]
     model: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/reprocess`: the jobs to match and the options their new versions use.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ReprocessRequest)]
 #[serde(deny_unknown_fields)]
 pub struct ReprocessJson {
     #[serde(default)]
+    #[schema(value_type = Option<FilterJson>)]
     filter: FilterJson,
+    /// The options to change (merged over each job's own).
     #[serde(default)]
+    #[schema(value_type = Option<RawOptions>)]
     options: RawOptions,
+    /// `bulk` by default.
     #[serde(default)]
+    #[schema(value_type = Option<Lane>)]
     lane: Option<String>,
+    /// Only count the matching jobs.
     #[serde(default)]
     dry_run: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /v1/jobs/{id}/reprocess`: the options its new version uses.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = ReprocessJob)]
 #[serde(deny_unknown_fields)]
 pub struct OneJson {
+    /// The options to change (merged over the job's own).
     #[serde(default)]
+    #[schema(value_type = Option<RawOptions>)]
     options: RawOptions,
+    /// `bulk` by default.
     #[serde(default)]
+    #[schema(value_type = Option<Lane>)]
     lane: Option<String>,
+}
+
+/// The answer to a `dry_run`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReprocessCount {
+    /// Finished jobs the filter matches.
+    pub matched: i64,
+    /// Always `true`.
+    pub dry_run: bool,
 }
 
 /// The options a reprocess changes, checked, as a JSON object of just those keys (merged
@@ -109,10 +141,29 @@ fn scope(caller: &Caller) -> Result<bool, ApiError> {
 }
 
 /// `POST /v1/reprocess`.
+#[utoipa::path(
+    post,
+    path = "/v1/reprocess",
+    tag = "reprocess",
+    operation_id = "reprocess_jobs",
+    summary = "Reprocess the finished jobs a filter matches (scope admin or operator)",
+    description = "Each matched job gets its next result version, run with the new options \
+        in the bulk lane (or the lane asked for). The reprocess is a batch, with the same \
+        progress, results and controls as any other.",
+    request_body = ReprocessJson,
+    responses(
+        (status = 200, description = "With `dry_run`: how many jobs match.", body = ReprocessCount),
+        (status = 202, description = "Started: the reprocess batch.", body = BatchView,
+            headers(("Location" = String, description = "`/v1/batches/{id}`"))),
+        (status = 400, description = "A bad filter or option, or an unknown tenant (`bad-request`).", body = ErrorBody),
+        (status = 409, description = "No finished job matches (`conflict`).", body = ErrorBody),
+        (status = 413, description = "The body is too large (`body-too-large`).", body = ErrorBody),
+    )
+)]
 pub async fn by_filter(
     State(state): State<AppState>,
     caller: Caller,
-    Json(body): Json<ReprocessJson>,
+    ApiJson(body): ApiJson<ReprocessJson>,
 ) -> Result<Response, ApiError> {
     let operator = scope(&caller)?;
     let f = body.filter;
@@ -140,7 +191,11 @@ pub async fn by_filter(
     let (lane, options_patch) = patch(&state, body.options, body.lane)?;
     if body.dry_run {
         let n = shared::db::batch::count_reprocess(&state.db, tenant_id, &filter).await?;
-        return Ok(Json(json!({ "matched": n, "dry_run": true })).into_response());
+        return Ok(Json(ReprocessCount {
+            matched: n,
+            dry_run: true,
+        })
+        .into_response());
     }
     start(
         &state,
@@ -155,11 +210,28 @@ pub async fn by_filter(
 }
 
 /// `POST /v1/jobs/{id}/reprocess`.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/reprocess",
+    tag = "reprocess",
+    operation_id = "reprocess_job",
+    summary = "Reprocess one finished job (scope admin or operator)",
+    params(("id" = Uuid, Path, description = "The job's id.")),
+    request_body(content = Option<OneJson>, description = "Optional: without a body the job runs again with its own options."),
+    responses(
+        (status = 202, description = "Started: the reprocess batch.", body = BatchView,
+            headers(("Location" = String, description = "`/v1/batches/{id}`"))),
+        (status = 400, description = "A bad option (`bad-request`).", body = ErrorBody),
+        (status = 404, description = "No such job (`not-found`).", body = ErrorBody),
+        (status = 409, description = "The job has not finished (`conflict`).", body = ErrorBody),
+        (status = 413, description = "The body is too large (`body-too-large`).", body = ErrorBody),
+    )
+)]
 pub async fn one(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    body: Option<Json<OneJson>>,
+    body: Option<ApiJson<OneJson>>,
 ) -> Result<Response, ApiError> {
     let operator = scope(&caller)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;

@@ -17,6 +17,7 @@ use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
 
+pub mod admin;
 pub mod batch;
 pub mod purge;
 pub mod webhooks;
@@ -503,7 +504,7 @@ pub async fn touch_job(pool: &PgPool, id: Uuid, run: Uuid) -> Result<bool, DbErr
 }
 
 /// A job as its owner sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: Uuid,
     pub status: JobStatus,
@@ -527,7 +528,7 @@ pub struct JobView {
     pub error: Option<JobErrorView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobErrorView {
     pub code: String,
     pub message: String,

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One timed stretch of a transcript, as Whisper emits it between two timestamp tokens.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Segment {
     /// Start time in seconds from the beginning of the audio.
     pub start: f64,
@@ -20,7 +20,7 @@ pub struct Segment {
 }
 
 /// The result of transcribing one voice message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Transcript {
     /// The whole text: the segments joined as the model spaced them.
     pub text: String,
@@ -45,7 +45,9 @@ impl Transcript {
 
 /// The queue a job waits in. Each lane has its own Redis queue and its own worker
 /// concurrency, so bulk backlogs never delay interactive jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Lane {
     /// Bots waiting for an answer.
@@ -78,7 +80,7 @@ impl std::str::FromStr for Lane {
 }
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,
@@ -137,7 +139,7 @@ impl std::str::FromStr for JobStatus {
 }
 
 /// Which summary a job asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SummaryMode {
     #[default]
@@ -148,7 +150,7 @@ pub enum SummaryMode {
 }
 
 /// Which chat model an abstractive summary may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelTier {
     #[default]
@@ -158,7 +160,7 @@ pub enum ModelTier {
 
 /// A rubric a job may ask the chat model to score (the worker's rubric stage holds each
 /// one's prompt and schema). Stored in job options by name: add variants, never rename.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Rubric {
     /// A language learner's fluency, grammar and vocabulary, with corrections.
@@ -199,7 +201,7 @@ impl std::str::FromStr for Rubric {
 }
 
 /// Optional stages of a job. Transcription always runs (the others need its text).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
     Transcribe,
@@ -470,7 +472,7 @@ mod tests {
 
 /// A problem found in a recording, as listed in [`Scores::flags`]. Stored results and API
 /// clients read the snake_case names (`"no_speech"`): never rename one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Flag {
     /// Nothing to transcribe: empty transcript, almost no speech, or nothing above
@@ -524,7 +526,7 @@ impl std::fmt::Display for Flag {
 
 /// Signal and transcript measurements of one recording, with a combined 0–100 `quality`
 /// and flags a bot can act on ("please record that again").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct Scores {
     /// 0 (unusable) to 100 (clean, confident speech).
     pub quality: u8,
@@ -553,7 +555,7 @@ pub struct Scores {
 }
 
 /// How a summary was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SummaryKind {
     /// Sentences picked from the transcript, locally, at no model cost.
@@ -562,14 +564,14 @@ pub enum SummaryKind {
     Abstractive,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Summary {
     pub kind: SummaryKind,
     pub text: String,
 }
 
 /// What one stage of a job used, and what it cost.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct StageUsage {
     /// `local` or the configured provider name.
     pub provider: String,
@@ -609,7 +611,19 @@ impl StageUsage {
 
 /// The stages that record usage. Declared in alphabetical order so a [`Usage`] map
 /// serializes its keys in the same order as it did when they were strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     Rubric,
@@ -634,7 +648,7 @@ pub type Usage = std::collections::BTreeMap<Stage, StageUsage>;
 
 /// Everything a job produced: the transcript (its fields at the top level), scores,
 /// summary, rubric and usage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobResult {
     #[serde(flatten)]
     pub transcript: Transcript,
@@ -644,8 +658,12 @@ pub struct JobResult {
     /// `null` when the transcript is too short or no summary was asked for.
     #[serde(default)]
     pub summary: Option<Summary>,
+    /// The rubric's scores, shaped by the rubric asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub rubric: Option<serde_json::Value>,
+    /// What each stage used and cost, by stage.
     #[serde(default)]
+    #[schema(value_type = std::collections::BTreeMap<Stage, StageUsage>)]
     pub usage: Usage,
 }

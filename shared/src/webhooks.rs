@@ -30,7 +30,7 @@ pub enum WebhookError {
 }
 
 /// What a delivery announces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 pub enum Event {
     #[serde(rename = "job.completed")]
     JobCompleted,

@@ -17,7 +17,7 @@ use crate::domain::{JobOptions, JobResult, JobStatus, Lane};
 
 // ---------------------------------------------------------------- batches
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchKind {
     /// Items submitted together.
@@ -35,7 +35,7 @@ impl BatchKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchStatus {
     /// Its S3 prefix is being listed; items appear as the listing goes.
@@ -257,7 +257,7 @@ async fn insert_items(
 }
 
 /// A batch as its owner sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BatchView {
     pub id: Uuid,
     pub kind: BatchKind,
@@ -269,6 +269,7 @@ pub struct BatchView {
     pub source: Option<String>,
     pub total: i64,
     /// Items by status (every status present, zero or not).
+    #[schema(value_type = std::collections::BTreeMap<String, i64>)]
     pub counts: std::collections::BTreeMap<&'static str, i64>,
     /// Failed items by error code.
     pub failures: std::collections::BTreeMap<String, i64>,
@@ -548,7 +549,7 @@ pub async fn control_batch(
 }
 
 /// One line of a batch's results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ItemResult {
     pub seq: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -864,10 +865,12 @@ fn bind_filter<'q, O>(
 }
 
 /// One job in a listing.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct JobSummary {
     pub id: Uuid,
+    #[schema(value_type = JobStatus)]
     pub status: String,
+    #[schema(value_type = Lane)]
     pub lane: String,
     pub batch_id: Option<Uuid>,
     pub custom_id: Option<String>,
@@ -997,12 +1000,13 @@ pub async fn reprocess(pool: &PgPool, r: &Reprocess) -> Result<i64, DbError> {
 }
 
 /// One stored result version of a job.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct VersionSummary {
     pub version: i32,
     pub model: String,
     pub created_at: DateTime<Utc>,
     pub quality: Option<i32>,
+    #[schema(value_type = Option<crate::domain::SummaryKind>)]
     pub summary_kind: Option<String>,
 }
 

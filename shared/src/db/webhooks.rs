@@ -232,11 +232,12 @@ pub async fn enqueue_batch_event(
 // ---------------------------------------------------------------- endpoints and secrets
 
 /// An endpoint as its tenant sees it (never its secret, which is shown once).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct EndpointView {
     pub id: Uuid,
     pub url: String,
     /// Event types delivered; empty means all.
+    #[schema(value_type = Vec<Event>)]
     pub events: Vec<String>,
     pub include_result: bool,
     pub description: Option<String>,
@@ -321,7 +322,7 @@ pub async fn delete_endpoint(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result
 }
 
 /// A new secret, and until when the one it replaces keeps signing beside it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Rotated {
     pub secret: String,
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
@@ -404,7 +405,7 @@ pub async fn has_tenant_secret(pool: &PgPool, tenant_id: Uuid) -> Result<bool, D
 
 // ---------------------------------------------------------------- deliveries (read)
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AttemptView {
     #[serde(skip)]
     pub delivery_id: Uuid,
@@ -416,7 +417,7 @@ pub struct AttemptView {
     pub duration_ms: i32,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub id: Uuid,
     /// The `webhook-id` header: the same on every attempt and redelivery.
@@ -425,6 +426,7 @@ pub struct DeliveryView {
     pub endpoint_id: Option<Uuid>,
     pub job_id: Option<Uuid>,
     pub batch_id: Option<Uuid>,
+    #[schema(value_type = Event)]
     pub event: String,
     pub url: String,
     /// `pending` (more attempts to come), `delivered` or `failed` (given up).
