@@ -62,11 +62,7 @@ impl FromRequestParts<AppState> for Caller {
                 // keys that succeeded recently are answered from the cache above, so a
                 // valid caller behind the same address keeps working.
                 guard.allowed(client)?;
-                let _permit = guard
-                    .lookups
-                    .acquire()
-                    .await
-                    .map_err(|_| ApiError::Unavailable("authentication"))?;
+                let _permit = guard.lookup_permit().await?;
                 match shared::db::find_api_key_by_hash(&state.db, &hash).await? {
                     Some(key) => {
                         guard.remember(hash, &key);
@@ -139,15 +135,23 @@ impl AuthGuard {
         known.insert(hash, (key.clone(), Instant::now()));
     }
 
+    /// One of the bounded concurrent credential lookups.
+    pub(crate) async fn lookup_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.lookups
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Unavailable("authentication"))
+    }
+
     /// Refuses an address whose failure budget is spent.
-    fn allowed(&self, client: IpAddr) -> Result<(), ApiError> {
+    pub(crate) fn allowed(&self, client: IpAddr) -> Result<(), ApiError> {
         self.failures
             .peek(client)
             .map_err(|retry_after_s| ApiError::AuthRateLimited { retry_after_s })
     }
 
     /// Counts a failed authentication against the address.
-    fn failed(&self, client: IpAddr) -> Result<(), ApiError> {
+    pub(crate) fn failed(&self, client: IpAddr) -> Result<(), ApiError> {
         self.failures
             .check(client)
             .map_err(|retry_after_s| ApiError::AuthRateLimited { retry_after_s })

@@ -30,6 +30,9 @@ use tracing_subscriber::Layer;
 const QUEUE: usize = 8192;
 const BATCH: usize = 512;
 const EVENTS_PER_SPAN: usize = 32;
+const ATTRIBUTES_PER_SPAN: usize = 64;
+/// Longest string value kept (bytes); longer ones are cut at a character boundary.
+const VALUE_BYTES: usize = 4096;
 
 /// Where finished spans go once [`start`] ran; empty while export is off.
 static SINK: OnceLock<mpsc::SyncSender<Msg>> = OnceLock::new();
@@ -279,10 +282,14 @@ impl SpanData {
             ("span_id", Val::Str(s)) if is_hex(s, 16) => self.span_id = s.clone(),
             ("parent_id", Val::Str(s)) if is_hex(s, 16) => self.parent_id = Some(s.clone()),
             ("trace_id" | "span_id" | "parent_id", _) => {}
-            _ => match self.attributes.iter_mut().find(|(k, _)| k == name) {
-                Some(slot) => slot.1 = value,
-                None => self.attributes.push((name.to_string(), value)),
-            },
+            _ => {
+                let full = self.attributes.len() >= ATTRIBUTES_PER_SPAN;
+                match self.attributes.iter_mut().find(|(k, _)| k == name) {
+                    Some(slot) => slot.1 = value,
+                    None if !full => self.attributes.push((name.to_string(), value)),
+                    None => {}
+                }
+            }
         }
     }
 }
@@ -297,12 +304,21 @@ fn random_span_id() -> String {
     hex::encode(b)
 }
 
-/// Collects fields as attribute values.
+/// `s`, cut to at most [`VALUE_BYTES`] at a character boundary.
+fn clip(s: &str) -> String {
+    let mut end = s.len().min(VALUE_BYTES);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Collects fields as attribute values (strings clipped to [`VALUE_BYTES`]).
 struct Fields<'a>(&'a mut Vec<(String, Val)>);
 
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.push((field.name().into(), Val::Str(value.into())));
+        self.0.push((field.name().into(), Val::Str(clip(value))));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.0.push((field.name().into(), Val::Int(value)));
@@ -319,7 +335,7 @@ impl Visit for Fields<'_> {
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.0
-            .push((field.name().into(), Val::Str(format!("{value:?}"))));
+            .push((field.name().into(), Val::Str(clip(&format!("{value:?}")))));
     }
 }
 
@@ -385,6 +401,7 @@ where
         }
         let mut fields = Vec::new();
         event.record(&mut Fields(&mut fields));
+        fields.truncate(ATTRIBUTES_PER_SPAN);
         let message = fields
             .iter()
             .position(|(k, _)| k == "message")
@@ -463,5 +480,14 @@ mod tests {
             ])
         );
         assert_eq!(v["status"]["code"], 0);
+    }
+
+    #[test]
+    fn long_values_are_clipped_at_a_character_boundary() {
+        let long = "é".repeat(VALUE_BYTES);
+        let clipped = clip(&long);
+        assert!(clipped.len() <= VALUE_BYTES && clipped.len() >= VALUE_BYTES - 1);
+        assert!(clipped.chars().all(|c| c == 'é'));
+        assert_eq!(clip("short"), "short");
     }
 }

@@ -126,7 +126,7 @@ async fn the_admin_dashboard_works_in_a_real_browser() {
     .await;
     stack.start_worker();
     let pool = db(&stack.config).await;
-    let admin_key = stack.create_key(&stack.tenant.clone(), "admin");
+    let admin_key = stack.create_key(&stack.tenant.clone(), "jobs:read,jobs:write,admin");
 
     // A completed job and a failed one with a known code.
     let completed = stack
@@ -380,6 +380,33 @@ async fn the_admin_dashboard_works_in_a_real_browser() {
     assert_eq!(status, 200);
     assert!(html.contains(&stack.tenant) && html.contains("name=\"_csrf\""));
     assert_eq!(page(stack.key.clone()).await.0, 403);
+    // The dashboard asks the scopes the API asks: an admin-only key sees the fleet
+    // overview, not the tenant's jobs and batches (jobs:read).
+    let admin_only = stack.create_key(&stack.tenant.clone(), "admin");
+    let get = |key: String, path: String| {
+        let (http, base) = (stack.http.clone(), stack.base.clone());
+        async move {
+            http.get(format!("{base}{path}"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(get(admin_only.clone(), "/admin".into()).await, 200);
+    for path in ["/admin/failures", "/admin/batches"] {
+        assert_eq!(get(admin_only.clone(), path.into()).await, 403, "{path}");
+    }
+    assert_eq!(get(admin_only, format!("/admin/jobs/{failed}")).await, 403);
+    // Another tenant's admin sees none of this tenant's jobs.
+    let other = stack.create_key("admin-other-tenant", "jobs:read,jobs:write,admin");
+    assert_eq!(get(other, format!("/admin/jobs/{failed}")).await, 404);
+    assert_eq!(
+        get(admin_key.clone(), format!("/admin/jobs/{failed}")).await,
+        200
+    );
 
     // ---- act: retry the failed job, pause the bulk batch.
     std::fs::copy(&state, out.join("browser-state-signed-in.json")).unwrap();
@@ -496,13 +523,15 @@ async fn the_admin_dashboard_works_in_a_real_browser() {
     .unwrap();
     assert_eq!(sessions, 0);
 
-    // ---- the login form spends the failed-authentication budget of bearer keys (a
-    // burst of 5 here): the sixth wrong key from this address is refused with 429.
+    // ---- the login form and session cookies spend the failed-authentication budget
+    // of bearer keys (a burst of 5 here, refilling at 0.01/s). The two visits with the
+    // signed-out session above were lookups that found nothing and spent two, so the
+    // fourth wrong key from this address is refused with 429.
     let mut statuses = Vec::new();
     for _ in 0..6 {
         statuses.push(wrong_login(&stack).await);
     }
-    assert_eq!(statuses, [401, 401, 401, 401, 401, 429], "{statuses:?}");
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429], "{statuses:?}");
     print_shots(&out);
 }
 

@@ -179,6 +179,16 @@ async fn api_and_worker_metrics_pass_promtool_and_count_what_happened() {
         job["result"]["usage"]["summarize"]["provider"], "local",
         "{job}"
     );
+    // Counters read from the chains grow only with calls: a second scrape adds nothing.
+    let again = scrape(&stack.http, worker_port).await;
+    for series in [
+        format!(
+            r#"voxq_provider_calls_total{{{chat},model="gpt-4o-mini",outcome="fault",provider="dead"}}"#
+        ),
+        format!(r#"voxq_provider_breaker_opened_total{{{chat},provider="dead"}}"#),
+    ] {
+        assert_eq!(sample(&again, &series), Some(1.0), "{series}: {again}");
+    }
 
     let a = |series: &str| sample(&api, series);
     assert_eq!(

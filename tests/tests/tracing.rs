@@ -84,18 +84,31 @@ async fn a_requests_trace_reaches_the_workers_job_logs() {
 }
 
 /// Collects the bodies POSTed to `/v1/traces`, as an OpenTelemetry collector would.
-async fn otlp_collector() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+/// Each body comes with its `content-type` and `x-collector-key` headers, checked by the
+/// test itself (a panic in the handler would only drop the request).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+async fn otlp_collector() -> (u16, Received) {
     use axum::routing::post;
-    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let bodies = Received::default();
     let sink = bodies.clone();
     let app = axum::Router::new().route(
         "/v1/traces",
         post(move |headers: axum::http::HeaderMap, body: String| {
             let sink = sink.clone();
             async move {
-                assert_eq!(headers["content-type"], "application/json");
-                assert_eq!(headers["x-collector-key"], "k1");
-                sink.lock().unwrap().push(body);
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                sink.lock().unwrap().push((
+                    header("content-type"),
+                    header("x-collector-key"),
+                    body,
+                ));
                 "{}"
             }
         }),
@@ -161,7 +174,13 @@ async fn spans_export_over_otlp_with_the_worker_under_the_request() {
     let file = std::env::temp_dir().join(format!("voxq-otlp-{port}.jsonl"));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let spans = loop {
-        std::fs::write(&file, bodies.lock().unwrap().join("\n")).unwrap();
+        let received = bodies.lock().unwrap().clone();
+        for (content_type, key, _) in &received {
+            assert_eq!(content_type, "application/json");
+            assert_eq!(key, "k1", "otlp_headers are sent");
+        }
+        let lines: Vec<&str> = received.iter().map(|(_, _, b)| b.as_str()).collect();
+        std::fs::write(&file, lines.join("\n")).unwrap();
         let out = std::process::Command::new("python3")
             .arg(root().join("tests/scripts/otlp_check.py"))
             .arg(&file)

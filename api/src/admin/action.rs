@@ -105,6 +105,11 @@ pub async fn reprocess(
     posted: Posted<ReprocessForm>,
 ) -> Result<Response, AdminError> {
     let id = job_id(&id)?;
+    // Only the key's own tenant's jobs, as for retry (an operator key reads every
+    // tenant's costs, not their jobs).
+    shared::db::get_job(&state.db, posted.admin.tenant_id(), id, None)
+        .await?
+        .ok_or(AdminError::NotFound("job"))?;
     let form = &posted.form;
     let mut body =
         json!({ "lane": form.lane.as_deref().filter(|l| !l.is_empty()).unwrap_or("bulk") });
@@ -122,6 +127,7 @@ async fn control(
     id: String,
     action: BatchAction,
 ) -> Result<Response, AdminError> {
+    posted.admin.require("jobs:write")?;
     let id = Uuid::parse_str(&id).map_err(|_| AdminError::NotFound("batch"))?;
     let tenant = posted.admin.tenant_id();
     match shared::db::batch::control_batch(&state.db, tenant, id, action).await? {

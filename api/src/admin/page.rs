@@ -310,6 +310,7 @@ pub async fn failures(
     admin: Admin,
     notice: Result<Query<Notice>, QueryRejection>,
 ) -> Result<Response, AdminError> {
+    admin.require("jobs:read")?;
     let chrome = chrome(&state, &admin, Nav::Failures).await?;
     let groups =
         shared::db::admin::failures_by_code(&state.db, admin.tenant_id(), WINDOW, JOBS_PER_CODE)
@@ -355,6 +356,7 @@ pub async fn batches(
     admin: Admin,
     notice: Result<Query<Notice>, QueryRejection>,
 ) -> Result<Response, AdminError> {
+    admin.require("jobs:read")?;
     let chrome = chrome(&state, &admin, Nav::Batches).await?;
     let batches =
         shared::db::batch::list_batches(&state.db, admin.tenant_id(), None, BATCHES_SHOWN).await?;
@@ -454,6 +456,7 @@ pub async fn job(
     Path(id): Path<String>,
     notice: Result<Query<Notice>, QueryRejection>,
 ) -> Result<Response, AdminError> {
+    admin.require("jobs:read")?;
     let chrome = chrome(&state, &admin, Nav::Job).await?;
     let id = Uuid::parse_str(&id).map_err(|_| AdminError::NotFound("job"))?;
     let tenant = admin.tenant_id();

@@ -15,7 +15,7 @@
 //!   `http://127.0.0.1` (Chromium does), elsewhere the dashboard must be served over
 //!   HTTPS (a bearer key works over either).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
@@ -63,6 +63,13 @@ pub(crate) struct Admin {
 impl Admin {
     pub fn key(&self) -> &ApiKeyRecord {
         &self.caller.0
+    }
+
+    /// The scope the API itself asks for the same data or action (`jobs:read` to see a
+    /// tenant's jobs and batches, `jobs:write` to pause or resume a batch): the
+    /// dashboard never lets a key do what the API would refuse it.
+    pub fn require(&self, scope: &'static str) -> Result<(), AdminError> {
+        self.caller.require(scope).map_err(AdminError::from)
     }
 
     pub fn tenant_id(&self) -> Uuid {
@@ -170,9 +177,22 @@ impl FromRequestParts<AppState> for Admin {
         else {
             return Err(AdminError::LoginRequired);
         };
-        let key = shared::db::admin::find_session(&state.db, &session_hash(token))
-            .await?
-            .ok_or(AdminError::LoginRequired)?;
+        // A session cookie is a credential like a key: the same failure budget per
+        // client address and the same bound on concurrent lookups apply, so random
+        // cookies cannot turn into unlimited database queries.
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        state.auth.allowed(client)?;
+        let found = {
+            let _permit = state.auth.lookup_permit().await?;
+            shared::db::admin::find_session(&state.db, &session_hash(token)).await?
+        };
+        let Some(key) = found else {
+            state.auth.failed(client)?;
+            return Err(AdminError::LoginRequired);
+        };
         if !is_admin(&key) {
             return Err(AdminError::NotAdmin);
         }

@@ -170,7 +170,7 @@ pub(crate) fn login_page(token: &str, error: Option<&str>) -> Html<String> {
                                 button.primary type="submit" { "Sign in" }
                             }
                             p.note {
-                                "Create one with " code { "voxq-api keys create --tenant NAME --scopes admin" }
+                                "Create one with " code { "voxq-api keys create --tenant NAME --scopes jobs:read,jobs:write,admin" }
                                 ". The key is checked once; the browser keeps only a session cookie."
                             }
                         }

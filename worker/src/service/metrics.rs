@@ -57,34 +57,52 @@ impl ProviderMetrics {
             .map(|s| ("transcribe", s))
             .collect();
         links.extend(watch.chat.stats());
-        let seen = &mut watch.seen;
-        let mut add =
-            |metric: &'static str, counter: &IntCounterVec, labels: &[&str], total: u64| {
-                let key = (metric, labels.iter().map(|l| l.to_string()).collect());
-                let before = seen.insert(key, total).unwrap_or(0);
-                counter
-                    .with_label_values(labels)
-                    .inc_by(total.saturating_sub(before));
-            };
+        // Providers may share a name within a chain (two models of one vendor): sum
+        // each series over them first, so every scrape adds each series' growth once.
+        let mut totals: HashMap<(&'static str, Vec<String>), u64> = HashMap::new();
+        let mut states: HashMap<Vec<String>, i64> = HashMap::new();
         for (chain, s) in &links {
             let (p, m) = (s.provider.as_str(), s.model.as_str());
+            let mut total = |metric: &'static str, labels: &[&str], n: u64| {
+                let key = (metric, labels.iter().map(|l| l.to_string()).collect());
+                *totals.entry(key).or_default() += n;
+            };
             for (outcome, n) in [
                 ("ok", s.ok),
                 ("fault", s.fault),
                 ("refused", s.refused),
                 ("short_circuited", s.short_circuited),
             ] {
-                add("calls", &self.calls, &[chain, p, m, outcome], n);
+                total("calls", &[chain, p, m, outcome], n);
             }
             for (code, n) in &s.failures {
-                add("failures", &self.failures, &[chain, p, code], *n);
+                total("failures", &[chain, p, code], *n);
             }
-            add("opened", &self.opened, &[chain, p], s.opened);
+            total("opened", &[chain, p], s.opened);
             for state in BreakerState::ALL {
-                self.breaker
-                    .with_label_values(&[chain, p, state.as_str()])
-                    .set(i64::from(s.breaker == state));
+                let labels = vec![chain.to_string(), p.to_string(), state.as_str().to_string()];
+                *states.entry(labels).or_default() += i64::from(s.breaker == state);
             }
+        }
+        for ((metric, labels), total) in totals {
+            let counter = match metric {
+                "calls" => &self.calls,
+                "failures" => &self.failures,
+                _ => &self.opened,
+            };
+            let values: Vec<&str> = labels.iter().map(String::as_str).collect();
+            let before = watch
+                .seen
+                .insert((metric, labels.clone()), total)
+                .unwrap_or(0);
+            counter
+                .with_label_values(&values)
+                .inc_by(total.saturating_sub(before));
+        }
+        // With several providers of one name, the gauge counts those in each state.
+        for (labels, n) in states {
+            let values: Vec<&str> = labels.iter().map(String::as_str).collect();
+            self.breaker.with_label_values(&values).set(n);
         }
     }
 }
