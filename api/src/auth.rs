@@ -37,10 +37,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let client = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let client = client_addr(parts);
         let guard = &state.auth;
         let secret = parts
             .headers
@@ -81,6 +78,14 @@ impl FromRequestParts<AppState> for Caller {
             .map_err(|retry_after_s| ApiError::RateLimited { retry_after_s })?;
         Ok(Caller(key))
     }
+}
+
+/// The client's address, which failed authentications are counted against.
+pub(crate) fn client_addr(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
 }
 
 /// `vxq_` and 64 lowercase hex digits, as `voxq-api keys create` makes them.

@@ -364,11 +364,11 @@ async fn the_admin_dashboard_works_in_a_real_browser() {
     assert_eq!(v["completed_job"]["reprocess_forms"], 1);
 
     // A bearer admin key opens the pages too; a bearer key without the scope does not.
-    let page = |key: String| {
+    let page = |key: String, path: String| {
         let (http, base) = (stack.http.clone(), stack.base.clone());
         async move {
             let r = http
-                .get(format!("{base}/admin"))
+                .get(format!("{base}{path}"))
                 .bearer_auth(key)
                 .send()
                 .await
@@ -376,25 +376,17 @@ async fn the_admin_dashboard_works_in_a_real_browser() {
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
-    let (status, html) = page(admin_key.clone()).await;
+    let get = |key: String, path: String| {
+        let status = page(key, path);
+        async move { status.await.0 }
+    };
+    let (status, html) = page(admin_key.clone(), "/admin".into()).await;
     assert_eq!(status, 200);
     assert!(html.contains(&stack.tenant) && html.contains("name=\"_csrf\""));
-    assert_eq!(page(stack.key.clone()).await.0, 403);
+    assert_eq!(get(stack.key.clone(), "/admin".into()).await, 403);
     // The dashboard asks the scopes the API asks: an admin-only key sees the fleet
     // overview, not the tenant's jobs and batches (jobs:read).
     let admin_only = stack.create_key(&stack.tenant.clone(), "admin");
-    let get = |key: String, path: String| {
-        let (http, base) = (stack.http.clone(), stack.base.clone());
-        async move {
-            http.get(format!("{base}{path}"))
-                .bearer_auth(key)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
     assert_eq!(get(admin_only.clone(), "/admin".into()).await, 200);
     for path in ["/admin/failures", "/admin/batches"] {
         assert_eq!(get(admin_only.clone(), path.into()).await, 403, "{path}");

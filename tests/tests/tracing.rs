@@ -18,11 +18,9 @@ fn json_lines(log: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_requests_trace_reaches_the_workers_job_logs() {
-    let _serial = serial().await;
-    let mut stack = Stack::start(StackConfig::from_env().set("VOXQ_LOG_FORMAT", "json")).await;
-    stack.start_worker();
+/// Submits a voice note with `traceparent`; the `traceparent` the API answered, and
+/// the job's id.
+async fn traced_upload(stack: &Stack, traceparent: &str) -> (String, uuid::Uuid) {
     let bytes = std::fs::read(root().join("fixtures/voice/01-running-late.ogg")).unwrap();
     let form = reqwest::multipart::Form::new().part(
         "file",
@@ -32,22 +30,29 @@ async fn a_requests_trace_reaches_the_workers_job_logs() {
         .http
         .post(format!("{}/v1/jobs", stack.base))
         .bearer_auth(&stack.key)
-        .header("traceparent", format!("00-{TRACE}-00f067aa0ba902b7-01"))
+        .header("traceparent", traceparent)
         .multipart(form)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
     let answered = r.headers()["traceparent"].to_str().unwrap().to_string();
+    let body: Value = r.json().await.unwrap();
+    (answered, body["id"].as_str().unwrap().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_requests_trace_reaches_the_workers_job_logs() {
+    let _serial = serial().await;
+    let mut stack = Stack::start(StackConfig::from_env().set("VOXQ_LOG_FORMAT", "json")).await;
+    stack.start_worker();
+    let (answered, id) = traced_upload(&stack, &format!("00-{TRACE}-00f067aa0ba902b7-01")).await;
     assert!(
         answered.starts_with(&format!("00-{TRACE}-")) && !answered.contains("00f067aa0ba902b7"),
         "the API continues the trace with a span of its own: {answered}"
     );
-    let body: Value = r.json().await.unwrap();
-    let id = body["id"].as_str().unwrap().to_string();
-    let job = stack
-        .wait_done(id.parse().unwrap(), Duration::from_secs(120))
-        .await;
+    let job = stack.wait_done(id, Duration::from_secs(120)).await;
+    let id = id.to_string();
     assert_eq!(job["status"], "completed");
 
     // The worker's lines about this job carry the trace and the API's span as parent.
@@ -143,30 +148,8 @@ async fn spans_export_over_otlp_with_the_worker_under_the_request() {
     )
     .await;
     stack.start_worker();
-    let bytes = std::fs::read(root().join("fixtures/voice/01-running-late.ogg")).unwrap();
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(bytes).file_name("note.ogg"),
-    );
-    let r = stack
-        .http
-        .post(format!("{}/v1/jobs", stack.base))
-        .bearer_auth(&stack.key)
-        .header("traceparent", format!("00-{TRACE2}-{CALLER}-01"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let api_span = r.headers()["traceparent"]
-        .to_str()
-        .unwrap()
-        .split('-')
-        .nth(2)
-        .unwrap()
-        .to_string();
-    let id: Value = r.json().await.unwrap();
-    let id = id["id"].as_str().unwrap().parse().unwrap();
+    let (answered, id) = traced_upload(&stack, &format!("00-{TRACE2}-{CALLER}-01")).await;
+    let api_span = answered.split('-').nth(2).unwrap().to_string();
     let job = stack.wait_done(id, Duration::from_secs(120)).await;
     assert_eq!(job["status"], "completed");
 

@@ -15,7 +15,7 @@
 //!   `http://127.0.0.1` (Chromium does), elsewhere the dashboard must be served over
 //!   HTTPS (a bearer key works over either).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 use super::{view, AdminError};
 use crate::app::AppState;
-use crate::auth::{is_key_shaped, Caller};
+use crate::auth::{client_addr, is_key_shaped, Caller};
 use crate::error::ApiError;
 
 /// The session cookie.
@@ -180,10 +180,7 @@ impl FromRequestParts<AppState> for Admin {
         // A session cookie is a credential like a key: the same failure budget per
         // client address and the same bound on concurrent lookups apply, so random
         // cookies cannot turn into unlimited database queries.
-        let client = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let client = client_addr(parts);
         state.auth.allowed(client)?;
         let found = {
             let _permit = state.auth.lookup_permit().await?;
