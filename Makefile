@@ -22,6 +22,7 @@ deps:
 model:
 	scripts/fetch-model.sh $(MODEL_DIR)
 	scripts/fetch-model.sh base $(BASE_MODEL_DIR)
+	scripts/fetch-vad.sh
 
 build: deps
 	cargo build --workspace --all-targets

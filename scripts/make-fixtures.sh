@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Generate the audio test fixtures under fixtures/ (run from anywhere):
 #   scripts/make-fixtures.sh
+#   scripts/make-fixtures.sh --bulk [DIR [N]]   (benchmark notes outside fixtures/, see below)
 #
 # Needs espeak-ng, sox, ffmpeg/ffprobe (with libopus, libmp3lame) and python3.
 # Rerunning is safe: every output is rewritten from scratch. With the same tool
@@ -44,6 +45,141 @@ done
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+
+# ---------------------------------------------------------------- bulk notes
+#   scripts/make-fixtures.sh --bulk [DIR [N]]   (default ~/.cache/voxq-bulk-notes, 200)
+# N synthetic English voice notes for the throughput benchmark (bench/run.sh), not
+# committed and not touching fixtures/. Python's random.seed(13) draws each note: a
+# target length uniform in 1-60 s, one voice (en-us, en-gb, en-us+f3) and speed
+# (140-175 wpm), then sentences (the fixture sentences without numbers, and short
+# phrases; none twice in a note) joined by 0.3-1.5 s pauses of silence until the next one would pass the
+# target. Encodings cycle through the ten fixture encodings (same ffmpeg settings).
+# No digits or number words. The draws are sequential, so the first N notes of a larger
+# set are the N-note set; a DIR already holding >= N notes from the same generator and
+# tool versions is reused. Writes DIR/bulk-NNN.EXT and DIR/transcripts.tsv (file<TAB>text),
+# prints DIR.
+if [ "${1:-}" = --bulk ]; then
+  bulk_dir=${2:-$HOME/.cache/voxq-bulk-notes}
+  bulk_n=${3:-200}
+  mkdir -p "$bulk_dir"
+  python3 - "$bulk_dir" "$bulk_n" "$tmp" <<'PY'
+import os, random, subprocess, sys, wave
+
+out, n, tmp = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+GENERATOR = "bulk-notes v2"
+stamp = os.path.join(out, ".stamp")
+versions = (subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.strip()
+            + " | " + subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.splitlines()[0])
+if os.path.exists(stamp) and os.path.exists(os.path.join(out, "transcripts.tsv")):
+    have = open(stamp).read().split("\n")
+    if len(have) >= 3 and have[0] == GENERATOR and have[1] == versions and int(have[2]) >= n:
+        print(f"bulk notes: reusing {have[2]} notes in {out}", file=sys.stderr)
+        sys.exit(0)
+
+SENTENCES = [  # fixtures/voice sentences without numbers
+    "Call me back when you get this.",
+    "I'm on my way, see you soon.",
+    "Hey team, quick update on the website project.",
+    "The designer sent over the new home page this morning, and overall it looks great, but the menu still needs some work on small screens.",
+    "Could everyone please review the open tasks before Friday and let me know if anything is blocked?",
+    "I will set up a short call on Monday morning to go through the remaining issues together.",
+    "Thanks, and have a good weekend.",
+    "Thanks so much, that sounds perfect.",
+    "The parking garage is full, so I am going to park on the street behind the library.",
+    "I'm the plumber you called on Tuesday about the leaking kitchen sink.",
+    "Please send me a text or give me a call back to confirm, otherwise I will try again later this week.",
+    "Also, if you could clear out the cupboard under the sink before I arrive, that would save us both some time.",
+    "Thank you, and have a nice evening.",
+    "Yes, that works for me.",
+    "I left the spare keys under the blue flower pot next to the back door, so just let yourself in.",
+    "Almost there, just parking the car.",
+]
+PHRASES = [
+    "Okay, thanks.", "Sure, no problem.", "Sounds good to me.", "See you later.",
+    "Talk to you soon.", "Got it, thank you.", "Let me know.", "I will call you back.",
+    "Yes, please.", "No worries at all.", "Good morning.", "Have a great day.",
+]
+POOL = SENTENCES + PHRASES
+VOICES = ["en-us", "en-gb", "en-us+f3"]
+SPEEDS = list(range(140, 176, 5))
+RATE = 22050  # espeak-ng's output rate
+FFX = ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact"]
+OPUS = ["-c:a", "libopus", "-ar", "48000", "-ac", "1"]
+TARGETS = [  # name, extension, ffmpeg output options (as for fixtures/voice)
+    ("ogg", "ogg", OPUS[:2] + ["-b:a", "24k"] + OPUS[2:] + ["-f", "ogg"]),
+    ("opus", "opus", OPUS[:2] + ["-b:a", "24k"] + OPUS[2:] + ["-f", "ogg"]),
+    ("webm", "webm", OPUS[:2] + ["-b:a", "32k"] + OPUS[2:] + ["-f", "webm"]),
+    ("m4a", "m4a", ["-c:a", "aac", "-profile:a", "aac_low", "-b:a", "48k", "-ar", "44100", "-ac", "1", "-f", "ipod"]),
+    ("m4a-faststart", "m4a", ["-c:a", "aac", "-profile:a", "aac_low", "-b:a", "48k", "-ar", "44100", "-ac", "1",
+                              "-movflags", "+faststart", "-f", "ipod"]),
+    ("mp3", "mp3", ["-c:a", "libmp3lame", "-b:a", "48k", "-ar", "44100", "-ac", "1", "-f", "mp3"]),
+    ("flac", "flac", ["-c:a", "flac", "-ar", "16000", "-ac", "1", "-sample_fmt", "s16", "-f", "flac"]),
+    ("wav8k", "wav", ["-c:a", "pcm_s16le", "-ar", "8000", "-ac", "1", "-f", "wav"]),
+    ("wav44s", "wav", ["-c:a", "pcm_s16le", "-ar", "44100", "-ac", "2", "-f", "wav"]),
+    ("wav48f", "wav", ["-c:a", "pcm_f32le", "-ar", "48000", "-ac", "1", "-f", "wav"]),
+]
+
+speech = {}  # (sentence, voice, speed) -> s16le mono frames at RATE
+
+
+def synth(text, voice, speed):
+    key = (text, voice, speed)
+    if key not in speech:
+        path = os.path.join(tmp, "bulk-sentence.wav")
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", path, "--", text], check=True)
+        with wave.open(path) as w:
+            assert w.getframerate() == RATE and w.getnchannels() == 1 and w.getsampwidth() == 2
+            speech[key] = w.readframes(w.getnframes())
+    return speech[key]
+
+
+def seconds(frames):
+    return len(frames) / 2 / RATE
+
+
+for f in os.listdir(out):
+    if f.startswith("bulk-") or f in ("transcripts.tsv", ".stamp"):
+        os.remove(os.path.join(out, f))
+random.seed(13)
+rows, total = [], 0.0
+for i in range(n):
+    target = random.uniform(1.0, 60.0)
+    voice, speed = random.choice(VOICES), random.choice(SPEEDS)
+    pcm, texts, length = b"", [], 0.0
+    while True:
+        pause = random.uniform(0.3, 1.5) if texts else 0.0
+        fits = [s for s in POOL
+                if s not in texts and length + pause + seconds(synth(s, voice, speed)) <= target]
+        if not fits:
+            if texts:
+                break
+            # A target shorter than every sentence: the shortest phrase alone.
+            fits = [min(PHRASES, key=lambda s: seconds(synth(s, voice, speed)))]
+        s = random.choice(fits)
+        pcm += b"\0\0" * round(pause * RATE) + synth(s, voice, speed)
+        texts.append(s)
+        length = seconds(pcm)
+    name, ext, opts = TARGETS[i % len(TARGETS)]
+    src = os.path.join(tmp, "bulk-note.wav")
+    with wave.open(src, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(RATE)
+        w.writeframes(pcm)
+    file = f"bulk-{i + 1:03d}.{ext}"
+    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", src]
+                   + FFX + opts + [os.path.join(out, file)], check=True)
+    rows.append((file, " ".join(texts)))
+    total += length
+with open(os.path.join(out, "transcripts.tsv"), "w") as f:
+    f.write("file\ttext\n")
+    for file, text in rows:
+        f.write(f"{file}\t{text}\n")
+with open(stamp, "w") as f:
+    f.write(f"{GENERATOR}\n{versions}\n{n}\n")
+print(f"bulk notes: {n} notes, {total:.0f} s of speech and pauses, in {out}", file=sys.stderr)
+PY
+  echo "$bulk_dir"
+  exit 0
+fi
 
 rm -rf "$out/voice" "$out/multilingual" "$out/edge" "$out/bad"
 mkdir -p "$out/voice" "$out/multilingual" "$out/edge" "$out/bad"
@@ -239,6 +375,7 @@ for f in "$out"/voice/*.* "$out"/multilingual/*.* "$out"/edge/*.*; do
   printf '%-31s %-32s %7.2fs %9d\n' "${f#"$out"/}" "$fmt" "$d" "$(wc -c <"$f")"
   case $f in */voice/*) longest=$(python3 -c "print(max($longest, $d))") ;; esac
 done
+bash "$root/scripts/make-silence-padded.sh" "$out/edge/silence-padded.ogg"
 printf 'voice total: %s bytes\n' "$(cat "$out"/voice/* | wc -c)"
 python3 -c "import sys; sys.exit(0 if $longest > 30 else 1)" ||
   { echo "no voice note is longer than 30 s" >&2; fail=1; }

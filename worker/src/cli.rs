@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod decode;
 mod run;
 mod transcribe;
+mod vad;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +27,8 @@ enum Command {
     Transcribe(transcribe::Args),
     /// Decode and resample files only, reporting speed (for benchmarks).
     Decode(decode::Args),
+    /// Find speech with Silero VAD (faster-whisper's model and rules), as JSONL.
+    Vad(vad::Args),
     /// Process jobs from the Redis queue (configured by VOXQ_* variables) until SIGTERM.
     Run(run::Args),
 }
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Transcribe(args) => transcribe::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Run(args) => run::run(args),
+        Command::Vad(args) => vad::run(args),
     }
 }
 

@@ -6,14 +6,22 @@
 //! What is ours rather than faster-whisper's: recordings with no speech energy skip
 //! the model ([`gate`]), and the first windows of several recordings are encoded and
 //! decoded in one batch ([`WhisperEngine::transcribe_batch`]).
+//!
+//! Optional, as in faster-whisper: word timestamps (`words`, from the model's alignment
+//! heads) and Silero voice activity detection (`vad`), which cuts silences out before
+//! decoding and maps every time back to the original audio.
 
 mod decoding;
 mod gate;
 mod mel;
 mod options;
 mod tokenizer;
+mod vad;
+mod words;
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use ct2rs::sys::{Config, Device, Whisper};
 
@@ -21,6 +29,10 @@ pub(crate) use self::decoding::compression_ratio;
 use self::mel::MelFrontEnd;
 pub use self::options::{ComputeType, DecodeOptions, EngineConfig};
 use self::tokenizer::Tokenizer;
+pub use self::vad::{
+    collect_chunks, restore_timestamps, timestamps_from_probs, SileroVad, SpeechTimestampsMap,
+    VadError, VadOptions,
+};
 
 /// Errors of the local engine. Each has a stable code for users.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +51,8 @@ pub enum EngineError {
     UnsupportedLanguage { code: String },
     #[error("language '{code}' was asked of an English-only model; use a multilingual model such as base")]
     EnglishOnlyModel { code: String },
+    #[error("voice activity detection is not available: {detail}")]
+    VadUnavailable { detail: String },
 }
 
 impl EngineError {
@@ -49,6 +63,7 @@ impl EngineError {
             Self::Inference { .. } => "inference-failed",
             Self::UnsupportedLanguage { .. } => "unsupported-language",
             Self::EnglishOnlyModel { .. } => "english-only-model",
+            Self::VadUnavailable { .. } => "vad-unavailable",
         }
     }
 
@@ -74,6 +89,9 @@ impl EngineError {
             },
             Self::UnsupportedLanguage { code } => Self::UnsupportedLanguage { code: code.clone() },
             Self::EnglishOnlyModel { code } => Self::EnglishOnlyModel { code: code.clone() },
+            Self::VadUnavailable { detail } => Self::VadUnavailable {
+                detail: detail.clone(),
+            },
         }
     }
 
@@ -114,6 +132,10 @@ pub struct WhisperEngine {
     suppress_tokens: Vec<i32>,
     multilingual: bool,
     batch_size: usize,
+    /// The Silero VAD model file, loaded the first time a request asks for `vad_filter`
+    /// (a failure is kept: the file does not appear while the worker runs).
+    vad_model: PathBuf,
+    vad: OnceLock<Result<Arc<SileroVad>, String>>,
 }
 
 impl WhisperEngine {
@@ -151,7 +173,21 @@ impl WhisperEngine {
             suppress_tokens,
             multilingual,
             batch_size: config.batch_size.max(1),
+            vad_model: config.vad_model.clone(),
+            vad: OnceLock::new(),
         })
+    }
+
+    /// The VAD model, loaded on first use.
+    fn vad(&self) -> Result<Arc<SileroVad>, EngineError> {
+        self.vad
+            .get_or_init(|| {
+                SileroVad::load(&self.vad_model)
+                    .map(Arc::new)
+                    .map_err(|e| shared::error_chain(&e))
+            })
+            .clone()
+            .map_err(|detail| EngineError::VadUnavailable { detail })
     }
 
     /// Transcribes one recording of 16 kHz mono samples.
@@ -169,14 +205,79 @@ impl WhisperEngine {
     /// first 30-second window of up to `batch_size` recordings is encoded and decoded
     /// in one CTranslate2 call; later windows of long recordings follow one by one,
     /// because their prompts (previous text) differ in length.
+    ///
+    /// With `vad_filter`, each recording's speech is found first and only that is
+    /// decoded (the batch holds the speech of each); times are then mapped back.
     pub fn transcribe_batch(
         &self,
         inputs: &[&[f32]],
         options: &DecodeOptions,
     ) -> Vec<Result<shared::domain::Transcript, EngineError>> {
+        if options.vad_filter {
+            return self.transcribe_speech(inputs, options);
+        }
         let mut out = Vec::with_capacity(inputs.len());
         for chunk in inputs.chunks(self.batch_size) {
             out.extend(decoding::run(self, chunk, options));
+        }
+        out
+    }
+
+    /// `transcribe_batch` with voice activity detection, as faster-whisper's
+    /// `vad_filter`: speech chunks concatenated, decoded, and every segment and word
+    /// time mapped back to the original recording. A recording without speech gets an
+    /// empty transcript without running the model.
+    fn transcribe_speech(
+        &self,
+        inputs: &[&[f32]],
+        options: &DecodeOptions,
+    ) -> Vec<Result<shared::domain::Transcript, EngineError>> {
+        let vad = match self.vad() {
+            Ok(vad) => vad,
+            Err(e) => return inputs.iter().map(|_| Err(e.replicate())).collect(),
+        };
+        let inner = DecodeOptions {
+            vad_filter: false,
+            ..options.clone()
+        };
+        let language = options.language.clone().unwrap_or_else(|| "en".into());
+        let mut out = Vec::with_capacity(inputs.len());
+        for batch in inputs.chunks(self.batch_size) {
+            let found: Vec<Vec<Range<usize>>> = batch
+                .iter()
+                .map(|samples| {
+                    let _span = tracing::debug_span!("vad").entered();
+                    vad.speech_timestamps(samples, &options.vad)
+                })
+                .collect();
+            let speech: Vec<Vec<f32>> = batch
+                .iter()
+                .zip(&found)
+                .filter(|(_, chunks)| !chunks.is_empty())
+                .map(|(samples, chunks)| vad::collect_chunks(samples, chunks))
+                .collect();
+            let refs: Vec<&[f32]> = speech.iter().map(Vec::as_slice).collect();
+            let mut decoded = decoding::run(self, &refs, &inner).into_iter();
+            for (samples, chunks) in batch.iter().zip(&found) {
+                let duration_s = samples.len() as f64 / mel::SAMPLE_RATE as f64;
+                if chunks.is_empty() {
+                    out.push(Ok(shared::domain::Transcript::empty(
+                        language.clone(),
+                        duration_s,
+                    )));
+                    continue;
+                }
+                let result = decoded
+                    .next()
+                    .unwrap_or_else(|| Err(EngineError::inference("no result for the recording")))
+                    .map(|mut t| {
+                        let map = SpeechTimestampsMap::new(chunks, mel::SAMPLE_RATE);
+                        vad::restore_timestamps(&mut t.segments, &map);
+                        t.duration_s = duration_s;
+                        t
+                    });
+                out.push(result);
+            }
         }
         out
     }

@@ -1,14 +1,16 @@
 //! The window loop: faster-whisper's `generate_segments` and `generate_with_fallback`,
-//! with the first windows of a batch of recordings decoded in one call.
+//! with the first windows of a batch of recordings decoded in one call; language
+//! detection (`detect_language`) and, when asked, word timestamps ([`super::words`]).
 
 use std::io::Write;
 
-use ct2rs::sys::{Device, StorageView, WhisperOptions};
+use ct2rs::sys::{Device, StorageView, WhisperAlignmentResult, WhisperOptions};
 use flate2::write::ZlibEncoder;
 use flate2::Compression;
 use shared::domain::{Segment, Transcript};
 
 use super::mel::{LogMel, HOP, SAMPLE_RATE, WINDOW_FRAMES};
+use super::words::{self, WordTiming};
 use super::{gate, DecodeOptions, EngineError, WhisperEngine};
 
 /// Seconds per timestamp token.
@@ -18,6 +20,8 @@ const INPUT_STRIDE: usize = 2;
 /// Seconds per mel frame.
 const TIME_PER_FRAME: f64 = HOP as f64 / SAMPLE_RATE as f64;
 const MAX_LENGTH: usize = 448;
+/// Mel frames per second (a window's `seek` is in frames).
+const FRAMES_PER_SECOND: f64 = SAMPLE_RATE as f64 / HOP as f64;
 
 /// One decoding attempt of one window, with the figures the fallback rules need.
 #[derive(Clone)]
@@ -29,6 +33,35 @@ struct Candidate {
     temperature: f32,
     needs_fallback: bool,
     below_cr_threshold: bool,
+}
+
+/// One sub-segment of a window: the tokens between two timestamps, its times (seconds
+/// from the start of the recording) and, with word timestamps, its words.
+#[derive(Debug, Clone)]
+pub(super) struct Piece {
+    pub(super) start: f64,
+    pub(super) end: f64,
+    pub(super) tokens: Vec<usize>,
+    pub(super) words: Vec<WordTiming>,
+}
+
+/// A decoded window cut into sub-segments, with where the next window starts.
+struct Split {
+    pieces: Vec<Piece>,
+    seek: usize,
+    /// The window ended on a single timestamp: no speech after it.
+    single_timestamp_ending: bool,
+}
+
+impl Split {
+    /// The window's text tokens, timestamps removed: what is aligned for word times.
+    fn text_tokens(&self, eot: usize) -> Vec<usize> {
+        self.pieces
+            .iter()
+            .flat_map(|p| p.tokens.iter().copied())
+            .filter(|&t| t < eot)
+            .collect()
+    }
 }
 
 /// Where one recording stands in the window loop.
@@ -43,6 +76,12 @@ struct FileState<'a> {
     /// `[sot]` or `[sot, language, transcribe]`.
     sot_sequence: Vec<usize>,
     language: String,
+    /// Probability of `language`: the model's when detected, 1 when given or when the
+    /// model knows only English.
+    language_probability: Option<f64>,
+    /// Where speech last ended (seconds): word timestamps shorten the first words
+    /// after a long pause.
+    last_speech_ts: f64,
     /// Set when this recording failed on its own inside a batch.
     failed: Option<EngineError>,
 }
@@ -60,6 +99,7 @@ impl FileState<'_> {
         Transcript {
             text: self.text.trim().to_string(),
             language: self.language,
+            language_probability: self.language_probability,
             duration_s: self.duration_s,
             segments: self.segments,
         }
@@ -104,6 +144,9 @@ pub(super) fn run(
                 text: String::new(),
                 sot_sequence: vec![engine.tokenizer.sot],
                 language: fallback_language,
+                // Detected below otherwise.
+                language_probability: (language.is_some() || !engine.multilingual).then_some(1.0),
+                last_speech_ts: 0.0,
                 failed: None,
             },
         ));
@@ -169,10 +212,17 @@ fn first_windows(
 
     if engine.multilingual {
         let detected = match language {
-            Some(code) => vec![code.to_string(); states.len()],
-            None => detect_languages(engine, &encoded)?,
+            Some(code) => vec![(code.to_string(), 1.0); states.len()],
+            None => {
+                let first = detect_languages(engine, &encoded)?;
+                let mut detected = Vec::with_capacity(first.len());
+                for ((_, s), top) in states.iter().zip(first) {
+                    detected.push(detect_over_windows(engine, &s.mel, top, options)?);
+                }
+                detected
+            }
         };
-        for ((_, s), code) in states.iter_mut().zip(detected) {
+        for ((_, s), (code, probability)) in states.iter_mut().zip(detected) {
             let lang = engine
                 .tokenizer
                 .language_token(&code)
@@ -186,6 +236,7 @@ fn first_windows(
             .flatten()
             .collect();
             s.language = code;
+            s.language_probability = Some(probability);
         }
     }
 
@@ -193,6 +244,10 @@ fn first_windows(
     let first_temperature = options.temperatures.first().copied().unwrap_or(0.0);
     let candidates = generate(engine, &encoded, &prompts, first_temperature, options)?;
     let batch = states.len();
+    let tb = engine.tokenizer.timestamp_begin;
+    // Content frames of each first window, before any seek moves.
+    let sizes: Vec<usize> = states.iter().map(|(_, s)| s.segment_size()).collect();
+    let mut windows: Vec<Option<(Candidate, Split)>> = Vec::with_capacity(batch);
     for (((_, state), candidate), prompt) in states.iter_mut().zip(candidates).zip(prompts) {
         let chosen = if !candidate.needs_fallback {
             Ok(candidate)
@@ -206,12 +261,136 @@ fn first_windows(
                 with_fallback(engine, &encoded, &prompt, options, Some(candidate))
             })
         };
-        match chosen {
-            Ok(c) => apply(engine, state, c, options),
-            Err(e) => state.failed = Some(e),
+        windows.push(match chosen {
+            Ok(c) if no_speech(&c, options) => {
+                state.seek += state.segment_size();
+                None
+            }
+            Ok(c) => {
+                let split = split_pieces(&c.tokens, tb, state.seek, state.segment_size());
+                Some((c, split))
+            }
+            Err(e) => {
+                state.failed = Some(e);
+                None
+            }
+        });
+    }
+    let alignments = if options.word_timestamps {
+        align_first_windows(engine, states, &windows, &sizes, &encoded)?
+    } else {
+        windows.iter().map(|_| None).collect()
+    };
+    for (((_, state), window), alignment) in states.iter_mut().zip(windows).zip(alignments) {
+        if state.failed.is_some() {
+            continue;
+        }
+        if let Some((c, split)) = window {
+            apply(engine, state, &c, split, alignment.as_ref(), options);
         }
     }
     Ok(())
+}
+
+/// The alignments of the first windows of a batch (`None` where there is no text).
+/// One call for the batch when every recording has the same start sequence (always on
+/// English-only models or with a given language), since CTranslate2 takes one for all;
+/// otherwise each window is encoded again and aligned alone.
+fn align_first_windows(
+    engine: &WhisperEngine,
+    states: &mut [(usize, FileState<'_>)],
+    windows: &[Option<(Candidate, Split)>],
+    sizes: &[usize],
+    encoded: &StorageView,
+) -> Result<Vec<Option<WhisperAlignmentResult>>, EngineError> {
+    let eot = engine.tokenizer.eot;
+    let texts: Vec<Vec<usize>> = windows
+        .iter()
+        .map(|w| {
+            w.as_ref()
+                .map(|(_, s)| s.text_tokens(eot))
+                .unwrap_or_default()
+        })
+        .collect();
+    let Some(text_frames) = texts
+        .iter()
+        .zip(sizes)
+        .find(|(text, _)| !text.is_empty())
+        .map(|(_, &size)| size)
+    else {
+        return Ok(texts.iter().map(|_| None).collect());
+    };
+    let Some(((_, first), rest)) = states.split_first() else {
+        return Ok(Vec::new());
+    };
+    if rest
+        .iter()
+        .all(|(_, s)| s.sot_sequence == first.sot_sequence)
+    {
+        // The encoder output holds every window of the batch, so every window is
+        // aligned; those without text with none and, so as not to mask the others
+        // differently, the frame count of one that has text (their result is unused).
+        let frames: Vec<usize> = texts
+            .iter()
+            .zip(sizes)
+            .map(|(text, &size)| if text.is_empty() { text_frames } else { size })
+            .collect();
+        let results = align(engine, encoded, &first.sot_sequence, &texts, &frames)?;
+        if results.len() != texts.len() {
+            return Err(EngineError::inference(
+                "alignment returned a wrong batch size",
+            ));
+        }
+        return Ok(results
+            .into_iter()
+            .zip(&texts)
+            .map(|(r, text)| (!text.is_empty()).then_some(r))
+            .collect());
+    }
+    let n_mels = engine.frontend.n_mels();
+    let mut out = Vec::with_capacity(texts.len());
+    for (((_, state), text), &size) in states.iter_mut().zip(texts).zip(sizes) {
+        if text.is_empty() {
+            out.push(None);
+            continue;
+        }
+        let mut single = Vec::with_capacity(n_mels * WINDOW_FRAMES);
+        state.mel.window_into(0, size, &mut single);
+        let aligned = encode(engine, &mut single, 1)
+            .and_then(|enc| align(engine, &enc, &state.sot_sequence, &[text], &[size]))
+            .and_then(|mut r| {
+                r.pop()
+                    .ok_or_else(|| EngineError::inference("alignment returned nothing"))
+            });
+        match aligned {
+            Ok(r) => out.push(Some(r)),
+            Err(e) => {
+                state.failed = Some(e);
+                out.push(None);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// CTranslate2's token-to-frame alignment of a batch of windows' texts.
+fn align(
+    engine: &WhisperEngine,
+    encoded: &StorageView,
+    sot_sequence: &[usize],
+    texts: &[Vec<usize>],
+    num_frames: &[usize],
+) -> Result<Vec<WhisperAlignmentResult>, EngineError> {
+    engine
+        .model
+        .align(
+            encoded,
+            sot_sequence,
+            texts,
+            num_frames,
+            words::MEDIAN_FILTER_WIDTH,
+        )
+        .map_err(|e| EngineError::inference(format!("{e:#}")))
 }
 
 /// Decodes the remaining windows of one recording, as faster-whisper does.
@@ -230,7 +409,20 @@ fn later_windows(
         let encoded = encode(engine, &mut features, 1)?;
         let prompt = prompt(engine, state);
         let chosen = with_fallback(engine, &encoded, &prompt, options, None)?;
-        apply(engine, state, chosen, options);
+        if no_speech(&chosen, options) {
+            state.seek += state.segment_size();
+            continue;
+        }
+        let tb = engine.tokenizer.timestamp_begin;
+        let split = split_pieces(&chosen.tokens, tb, state.seek, state.segment_size());
+        let text = split.text_tokens(engine.tokenizer.eot);
+        let alignment = if options.word_timestamps && !text.is_empty() {
+            let size = state.segment_size();
+            align(engine, &encoded, &state.sot_sequence, &[text], &[size])?.pop()
+        } else {
+            None
+        };
+        apply(engine, state, &chosen, split, alignment.as_ref(), options);
     }
     Ok(())
 }
@@ -249,10 +441,11 @@ fn encode(
         .map_err(|e| EngineError::inference(format!("{e:#}")))
 }
 
+/// The most likely language of each window of a batch, with its probability.
 fn detect_languages(
     engine: &WhisperEngine,
     encoded: &StorageView,
-) -> Result<Vec<String>, EngineError> {
+) -> Result<Vec<(String, f64)>, EngineError> {
     let results = engine
         .model
         .detect_language(encoded)
@@ -260,16 +453,91 @@ fn detect_languages(
     results
         .iter()
         .map(|ranked| {
-            // ct2rs keeps DetectionResult's fields private; its Debug form is the only
-            // way to read the token, e.g. `DetectionResult { language: "<|de|>", .. }`.
-            let top = ranked.first().map(|r| format!("{r:?}")).unwrap_or_default();
-            top.split("<|")
-                .nth(1)
-                .and_then(|rest| rest.split("|>").next())
-                .map(str::to_string)
+            ranked
+                .first()
+                .and_then(|top| parse_detection(&format!("{top:?}")))
                 .ok_or_else(|| EngineError::inference("language detection returned nothing"))
         })
         .collect()
+}
+
+/// Reads a `DetectionResult`'s language code and probability from its `Debug` form,
+/// `DetectionResult { language: "<|de|>", probability: 0.9 }`: ct2rs keeps the fields
+/// private. The probability is CTranslate2's `f32`, widened as Python widens it.
+fn parse_detection(debug: &str) -> Option<(String, f64)> {
+    let code = debug.split_once("<|")?.1.split_once("|>")?.0;
+    let probability = debug
+        .split_once("probability: ")?
+        .1
+        .split([',', ' ', '}'])
+        .next()?
+        .parse::<f32>()
+        .ok()?;
+    Some((code.to_string(), f64::from(probability)))
+}
+
+/// faster-whisper's `detect_language` over `language_detection_segments` windows of a
+/// recording, given the top language of its first window (detected on the first
+/// transcription window's encoding). Later windows are encoded only while no window's
+/// top language is more likely than the threshold.
+fn detect_over_windows(
+    engine: &WhisperEngine,
+    mel: &LogMel<'_>,
+    first: (String, f64),
+    options: &DecodeOptions,
+) -> Result<(String, f64), EngineError> {
+    // faster-whisper looks at the first `segments × 3000` frames (the final, extra
+    // frame included) in pieces of 3000.
+    let limit = mel
+        .n_frames
+        .min(options.language_detection_segments.max(1) * WINDOW_FRAMES);
+    let n_mels = engine.frontend.n_mels();
+    let later = (WINDOW_FRAMES..limit).step_by(WINDOW_FRAMES).map(|start| {
+        let mut features = Vec::with_capacity(n_mels * WINDOW_FRAMES);
+        mel.window_into(start, limit - start, &mut features);
+        let encoded = encode(engine, &mut features, 1)?;
+        detect_languages(engine, &encoded)?
+            .pop()
+            .ok_or_else(|| EngineError::inference("language detection returned nothing"))
+    });
+    vote_language(
+        std::iter::once(Ok(first)).chain(later),
+        options.language_detection_threshold,
+    )
+}
+
+/// The first window whose top language is more likely than `threshold` decides;
+/// failing that, the language most often on top (the first to get there on a tie)
+/// with its highest probability. `windows` is consumed lazily.
+fn vote_language(
+    windows: impl IntoIterator<Item = Result<(String, f64), EngineError>>,
+    threshold: f64,
+) -> Result<(String, f64), EngineError> {
+    let mut tops: Vec<(String, Vec<f64>)> = Vec::new();
+    for window in windows {
+        let (code, probability) = window?;
+        if probability > threshold {
+            return Ok((code, probability));
+        }
+        match tops.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, probabilities)) => probabilities.push(probability),
+            None => tops.push((code, vec![probability])),
+        }
+    }
+    let mut best: Option<&(String, Vec<f64>)> = None;
+    for top in &tops {
+        if best.is_none_or(|b| top.1.len() > b.1.len()) {
+            best = Some(top);
+        }
+    }
+    best.map(|(code, probabilities)| {
+        let highest = probabilities
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        (code.clone(), highest)
+    })
+    .ok_or_else(|| EngineError::inference("no window to detect the language on"))
 }
 
 /// faster-whisper's `get_prompt`: previous text (if any) behind `<|startofprev|>`,
@@ -440,33 +708,36 @@ pub(crate) fn compression_ratio(text: &str) -> f64 {
     bytes.len() as f64 / compressed.max(1) as f64
 }
 
-/// Applies a window's result: the no-speech skip, segment splitting at timestamp
-/// tokens, seeking, and the prompt reset.
-fn apply(engine: &WhisperEngine, state: &mut FileState<'_>, c: Candidate, options: &DecodeOptions) {
-    let segment_size = state.segment_size();
-    if let Some(ns) = options.no_speech_threshold {
-        let mut skip = c.no_speech_prob > ns;
-        if let Some(lp) = options.log_prob_threshold {
-            if c.avg_logprob > lp {
-                skip = false; // confident text despite the no-speech probability
-            }
-        }
-        if skip {
-            state.seek += segment_size;
-            return;
-        }
-    }
+/// faster-whisper's no-speech rule: the window is skipped when the model thinks it is
+/// silence, unless its text is confident anyway.
+fn no_speech(c: &Candidate, options: &DecodeOptions) -> bool {
+    let Some(ns) = options.no_speech_threshold else {
+        return false;
+    };
+    let confident = options
+        .log_prob_threshold
+        .is_some_and(|lp| c.avg_logprob > lp);
+    c.no_speech_prob > ns && !confident
+}
 
-    let tb = engine.tokenizer.timestamp_begin;
-    let tokens = &c.tokens;
-    let time_offset = state.seek as f64 * TIME_PER_FRAME;
+/// faster-whisper's `_split_segments_by_timestamps`: the window's tokens cut at each
+/// pair of consecutive timestamps, and the next window's start (mel frames).
+fn split_pieces(tokens: &[usize], tb: usize, seek: usize, segment_size: usize) -> Split {
+    let time_offset = seek as f64 * TIME_PER_FRAME;
     let n = tokens.len();
     let single_timestamp_ending = n >= 2 && tokens[n - 2] < tb && tb <= tokens[n - 1];
     let consecutive: Vec<usize> = (1..n)
         .filter(|&i| tokens[i] >= tb && tokens[i - 1] >= tb)
         .collect();
+    let piece = |start: f64, end: f64, tokens: &[usize]| Piece {
+        start,
+        end,
+        tokens: tokens.to_vec(),
+        words: Vec::new(),
+    };
 
-    let mut pieces: Vec<(f64, f64, &[usize])> = Vec::new();
+    let mut pieces = Vec::new();
+    let next_seek;
     if !consecutive.is_empty() {
         let mut slices = consecutive;
         if single_timestamp_ending {
@@ -478,15 +749,14 @@ fn apply(engine: &WhisperEngine, state: &mut FileState<'_>, c: Candidate, option
             let start = time_offset + (sliced[0].saturating_sub(tb)) as f64 * TIME_PRECISION;
             let end =
                 time_offset + (sliced[sliced.len() - 1].saturating_sub(tb)) as f64 * TIME_PRECISION;
-            pieces.push((start, end, sliced));
+            pieces.push(piece(start, end, sliced));
             last = current;
         }
-        if single_timestamp_ending {
-            state.seek += segment_size;
+        next_seek = if single_timestamp_ending {
+            seek + segment_size
         } else {
-            let last_position = tokens[last - 1].saturating_sub(tb);
-            state.seek += last_position * INPUT_STRIDE;
-        }
+            seek + tokens[last - 1].saturating_sub(tb) * INPUT_STRIDE
+        };
     } else {
         let mut duration = segment_size as f64 * TIME_PER_FRAME;
         if let Some(&last_ts) = tokens.iter().rev().find(|&&t| t >= tb) {
@@ -494,23 +764,75 @@ fn apply(engine: &WhisperEngine, state: &mut FileState<'_>, c: Candidate, option
                 duration = (last_ts - tb) as f64 * TIME_PRECISION;
             }
         }
-        pieces.push((time_offset, time_offset + duration, tokens));
-        state.seek += segment_size;
+        pieces.push(piece(time_offset, time_offset + duration, tokens));
+        next_seek = seek + segment_size;
     }
+    Split {
+        pieces,
+        seek: next_seek,
+        single_timestamp_ending,
+    }
+}
 
-    for (start, end, piece) in pieces {
-        let text = engine.tokenizer.decode(piece);
-        if start == end || text.trim().is_empty() {
+/// Applies a window's result (not skipped as silence): word timestamps if asked (which
+/// may move the next window's start to the last word's end, as in faster-whisper),
+/// then the segments that have text, and the prompt reset.
+fn apply(
+    engine: &WhisperEngine,
+    state: &mut FileState<'_>,
+    c: &Candidate,
+    mut split: Split,
+    alignment: Option<&WhisperAlignmentResult>,
+    options: &DecodeOptions,
+) {
+    let mut next_seek = split.seek;
+    if options.word_timestamps {
+        let eot = engine.tokenizer.eot;
+        let timings = alignment
+            .map(|r| {
+                let text = split.text_tokens(eot);
+                words::find_alignment(&engine.tokenizer, &state.language, &text, r)
+            })
+            .unwrap_or_default();
+        words::add_word_timestamps(
+            &mut split.pieces,
+            timings,
+            state.seek,
+            eot,
+            state.last_speech_ts,
+            &options.prepend_punctuations,
+            &options.append_punctuations,
+        );
+        if let Some(end) = words::last_end(&split.pieces) {
+            let time_offset = state.seek as f64 * TIME_PER_FRAME;
+            if !split.single_timestamp_ending && end > time_offset {
+                // Python's round(); a seek that would not move forward is not taken.
+                let to_last_word = (end * FRAMES_PER_SECOND).round_ties_even() as usize;
+                if to_last_word > state.seek {
+                    next_seek = to_last_word;
+                }
+            }
+            state.last_speech_ts = end;
+        }
+    }
+    state.seek = next_seek;
+
+    for piece in split.pieces {
+        let text = engine.tokenizer.decode(&piece.tokens);
+        if piece.start == piece.end || text.trim().is_empty() {
             continue;
         }
-        state.all_tokens.extend_from_slice(piece);
+        state.all_tokens.extend_from_slice(&piece.tokens);
         state.text.push_str(&text);
         state.segments.push(Segment {
-            start: round_ms(start),
-            end: round_ms(end),
+            start: round_ms(piece.start),
+            end: round_ms(piece.end),
             text: text.trim().to_string(),
             avg_logprob: c.avg_logprob,
             no_speech_prob: c.no_speech_prob,
+            words: options
+                .word_timestamps
+                .then(|| piece.words.iter().map(WordTiming::to_word).collect()),
         });
     }
 
@@ -547,5 +869,135 @@ mod tests {
             let got = compression_ratio(text);
             assert!((got - want).abs() < 1e-12, "{text:?}: {got} != {want}");
         }
+    }
+
+    #[test]
+    fn detection_is_read_from_its_debug_form() {
+        // `#[derive(Debug)]` on ct2rs's `DetectionResult { language: String,
+        // probability: f32 }` (src/sys/whisper.rs) prints exactly this.
+        assert_eq!(
+            parse_detection(r#"DetectionResult { language: "<|de|>", probability: 0.9 }"#),
+            Some(("de".to_string(), f64::from(0.9f32)))
+        );
+        assert_eq!(
+            parse_detection(r#"DetectionResult { language: "<|yue|>", probability: 0.74105763 }"#),
+            Some(("yue".to_string(), f64::from(0.741_057_63_f32)))
+        );
+        // Rust prints small floats in exponent form.
+        assert_eq!(
+            parse_detection(r#"DetectionResult { language: "<|la|>", probability: 1e-7 }"#),
+            Some(("la".to_string(), f64::from(1e-7f32)))
+        );
+        assert_eq!(parse_detection("DetectionResult { }"), None);
+        assert_eq!(
+            parse_detection(r#"DetectionResult { language: "<|de|>", probability: x }"#),
+            None
+        );
+    }
+
+    fn window(code: &str, p: f64) -> Result<(String, f64), EngineError> {
+        Ok((code.to_string(), p))
+    }
+
+    #[test]
+    fn the_first_confident_window_decides_the_language() {
+        let got = vote_language(
+            vec![window("ru", 0.3), window("la", 0.6), window("ru", 0.9)],
+            0.5,
+        );
+        assert_eq!(got.unwrap(), ("la".to_string(), 0.6));
+        // A probability equal to the threshold is not above it.
+        let got = vote_language(vec![window("cs", 0.5)], 0.5);
+        assert_eq!(got.unwrap(), ("cs".to_string(), 0.5));
+    }
+
+    #[test]
+    fn without_a_confident_window_the_most_frequent_top_language_wins() {
+        let got = vote_language(
+            vec![
+                window("ru", 0.3),
+                window("la", 0.45),
+                window("ru", 0.2),
+                window("uk", 0.4),
+            ],
+            0.5,
+        );
+        // Its highest probability, not its last.
+        assert_eq!(got.unwrap(), ("ru".to_string(), 0.3));
+        // On a tie the language seen first wins (Python's max over a dict).
+        let got = vote_language(
+            vec![
+                window("la", 0.2),
+                window("ru", 0.4),
+                window("ru", 0.1),
+                window("la", 0.3),
+            ],
+            0.5,
+        );
+        assert_eq!(got.unwrap(), ("la".to_string(), 0.3));
+    }
+
+    #[test]
+    fn later_windows_are_not_computed_once_one_decides() {
+        let mut computed = 0;
+        let windows = (0..5).map(|i| {
+            computed += 1;
+            window(
+                if i == 1 { "de" } else { "nl" },
+                if i == 1 { 0.8 } else { 0.4 },
+            )
+        });
+        assert_eq!(
+            vote_language(windows, 0.5).unwrap(),
+            ("de".to_string(), 0.8)
+        );
+        assert_eq!(computed, 2);
+        // An error in a window that is needed is the result.
+        let failing = vec![
+            window("nl", 0.4),
+            Err(EngineError::inference("encoder failed")),
+        ];
+        assert!(vote_language(failing, 0.5).is_err());
+    }
+
+    #[test]
+    fn timestamps_cut_a_window_into_pieces_and_set_the_next_seek() {
+        // tb = 1000; text tokens below it. Two closed segments then an unfinished one:
+        // the next window starts at the last closing timestamp (token 1150 → 3.0 s).
+        let tb = 1000;
+        let tokens = [1000, 1, 2, 1100, 1100, 3, 1150, 1150, 4];
+        let split = split_pieces(&tokens, tb, 500, 3000);
+        let t0 = 500.0 * TIME_PER_FRAME;
+        let spans: Vec<(f64, f64, Vec<usize>)> = split
+            .pieces
+            .iter()
+            .map(|p| (p.start, p.end, p.tokens.clone()))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                (t0, t0 + 100.0 * TIME_PRECISION, vec![1000, 1, 2, 1100]),
+                (
+                    t0 + 100.0 * TIME_PRECISION,
+                    t0 + 150.0 * TIME_PRECISION,
+                    vec![1100, 3, 1150]
+                ),
+            ]
+        );
+        assert_eq!(split.seek, 500 + 150 * INPUT_STRIDE);
+        assert!(!split.single_timestamp_ending);
+        assert_eq!(split.text_tokens(999), vec![1, 2, 3]);
+
+        // A single timestamp at the end: the whole window is consumed.
+        let split = split_pieces(&[1000, 1, 1040, 1040, 2, 1090], tb, 0, 2500);
+        assert!(split.single_timestamp_ending);
+        assert_eq!(split.pieces.len(), 2);
+        assert_eq!(split.seek, 2500);
+
+        // No pair of timestamps: one piece up to the last timestamp.
+        let split = split_pieces(&[1000, 1, 2, 1060], tb, 0, 3000);
+        assert_eq!(split.pieces.len(), 1);
+        assert_eq!(split.pieces[0].end, 60.0 * TIME_PRECISION);
+        assert_eq!(split.seek, 3000);
     }
 }

@@ -2,7 +2,11 @@
 //! defaults; the one addition, `skip_silence`, only changes recordings with no speech
 //! energy (set it to false to reproduce the reference exactly).
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
+
+use super::vad::VadOptions;
 
 /// CTranslate2's compute types for the CPU, spelled as CTranslate2 and faster-whisper
 /// spell them (`int8_float32`), on the command line and in serialized options alike.
@@ -37,6 +41,9 @@ pub struct EngineConfig {
     pub replicas: usize,
     /// How many recordings share one encoder/decoder call for their first window.
     pub batch_size: usize,
+    /// The Silero VAD v6 model (`scripts/fetch-vad.sh`), read the first time a request
+    /// asks for `vad_filter`.
+    pub vad_model: PathBuf,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +53,7 @@ impl Default for EngineConfig {
             threads: 0,
             replicas: 1,
             batch_size: 1,
+            vad_model: PathBuf::from("models/silero_vad_v6.onnx"),
         }
     }
 }
@@ -74,6 +82,25 @@ pub struct DecodeOptions {
     pub max_initial_timestamp: f64,
     /// Skip the model for recordings with no speech energy (not in faster-whisper).
     pub skip_silence: bool,
+    /// Times of each word (`Segment::words`), from the alignment heads. As in
+    /// faster-whisper, this also moves each window's end to its last word's end, so long
+    /// recordings may be windowed (and transcribed) a little differently.
+    pub word_timestamps: bool,
+    /// Punctuation merged into the word that follows it (word timestamps).
+    pub prepend_punctuations: String,
+    /// Punctuation merged into the word before it (word timestamps).
+    pub append_punctuations: String,
+    /// 30-second windows the language may be detected on (multilingual models, no
+    /// language given); more than one only matters below `language_detection_threshold`.
+    pub language_detection_segments: usize,
+    /// A window's top language is taken when its probability is above this; otherwise
+    /// the next window is tried, and if none passes, the most frequent top language wins.
+    pub language_detection_threshold: f64,
+    /// Silero voice activity detection first: only speech is decoded, and times are
+    /// mapped back to the original audio (faster-whisper's `vad_filter`).
+    pub vad_filter: bool,
+    /// How speech is told from silence (faster-whisper's `VadOptions` defaults).
+    pub vad: VadOptions,
 }
 
 impl Default for DecodeOptions {
@@ -95,6 +122,13 @@ impl Default for DecodeOptions {
             suppress_blank: true,
             max_initial_timestamp: 1.0,
             skip_silence: true,
+            word_timestamps: false,
+            prepend_punctuations: "\"'“¿([{-".to_string(),
+            append_punctuations: "\"'.。,，!！?？:：”)]}、".to_string(),
+            language_detection_segments: 1,
+            language_detection_threshold: 0.5,
+            vad_filter: false,
+            vad: VadOptions::default(),
         }
     }
 }

@@ -96,6 +96,23 @@ impl Tokenizer {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// faster-whisper's `decode_with_timestamps`: the text between timestamp tokens
+    /// decoded run by run, each timestamp written `<|1.24|>`.
+    pub(crate) fn decode_with_timestamps(&self, ids: &[usize]) -> String {
+        let mut out = String::new();
+        let mut run_start = 0;
+        for (i, &id) in ids.iter().enumerate() {
+            if id >= self.timestamp_begin {
+                out.push_str(&self.decode(&ids[run_start..i]));
+                let seconds = (id - self.timestamp_begin) as f64 * 0.02;
+                out.push_str(&format!("<|{seconds:.2}|>"));
+                run_start = i + 1;
+            }
+        }
+        out.push_str(&self.decode(&ids[run_start..]));
+        out
+    }
+
     /// BPE-encodes one pre-token (a run that GPT-2's pre-tokenizer keeps whole, such as
     /// `" <<"`). Returns `None` if a piece is missing from the vocabulary.
     pub(crate) fn encode_word(&self, word: &str) -> Option<Vec<usize>> {
@@ -278,6 +295,18 @@ mod tests {
         // Timestamps and specials are not text.
         assert_eq!(t.decode(&[50363, 18435, 50256, 50400]), " Hello");
         assert_eq!(t.encode_word(" Hello"), Some(vec![18435]));
+    }
+
+    #[test]
+    fn timestamps_are_written_between_text_runs() {
+        let t = tiny_en();
+        let ids = [50363, 18435, 11, 50388, 314, 50256, 50413];
+        assert_eq!(
+            t.decode_with_timestamps(&ids),
+            "<|0.00|> Hello,<|0.50|> I<|1.00|>"
+        );
+        // Without timestamps it is `decode`: <|endoftext|> is not text.
+        assert_eq!(t.decode_with_timestamps(&[18435, 50256]), " Hello");
     }
 
     #[test]
