@@ -25,10 +25,11 @@ ENV CARGO_TARGET_DIR=/build/target \
 WORKDIR /src
 
 # Fetched before the sources are copied, so source changes do not fetch them again.
-COPY scripts/fetch-onednn.sh scripts/fetch-model.sh scripts/
+COPY scripts/fetch-onednn.sh scripts/fetch-model.sh scripts/fetch-vad.sh scripts/
 RUN bash scripts/fetch-onednn.sh
 RUN bash scripts/fetch-model.sh /models/whisper-tiny.en \
- && bash scripts/fetch-model.sh base /models/whisper-base
+ && bash scripts/fetch-model.sh base /models/whisper-base \
+ && bash scripts/fetch-vad.sh /models/silero_vad_v6.onnx
 
 COPY . .
 # Only the dev profile (optimised) exists for this repo: never --release (see Cargo.toml).
@@ -52,6 +53,7 @@ RUN apt-get update \
 COPY --from=builder /opt/voxq-onednn-3.1.0/lib/libdnnl.so.3 /opt/voxq-onednn-3.1.0/lib/
 COPY --from=builder /models/whisper-tiny.en /models/whisper-tiny.en
 COPY --from=builder /models/whisper-base /models/whisper-base
+COPY --from=builder /models/silero_vad_v6.onnx /models/silero_vad_v6.onnx
 COPY --from=builder /build/bin/voxq-api /build/bin/voxq-worker /build/bin/voxq /usr/local/bin/
 # Fails the build if a shared library is missing.
 RUN voxq-worker --version && voxq-api --version && voxq --version
@@ -62,6 +64,7 @@ WORKDIR /home/voxq
 # Jobs (and reprocessing) may ask for `model: base`, the multilingual base model.
 ENV VOXQ_MODEL_DIR=/models/whisper-tiny.en \
     VOXQ_MODELS='{base="/models/whisper-base"}' \
+    VOXQ_VAD_MODEL=/models/silero_vad_v6.onnx \
     VOXQ_LISTEN_ADDR=0.0.0.0:8080
 EXPOSE 8080
 # Prometheus metrics when VOXQ_METRICS_ADDR is set (compose: 0.0.0.0:9464, internal only).

@@ -75,6 +75,16 @@ struct ItemJson {
     webhook_url: Option<String>,
     #[serde(default)]
     webhook_result: Option<bool>,
+    #[serde(default)]
+    word_timestamps: Option<bool>,
+    #[serde(default)]
+    vad_filter: Option<bool>,
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10)]
+    language_detection_segments: Option<u32>,
+    #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    language_detection_threshold: Option<f64>,
 }
 
 impl ItemJson {
@@ -89,6 +99,10 @@ impl ItemJson {
             model: self.model.clone(),
             webhook_url: self.webhook_url.clone(),
             webhook_result: self.webhook_result,
+            word_timestamps: self.word_timestamps,
+            vad_filter: self.vad_filter,
+            language_detection_segments: self.language_detection_segments,
+            language_detection_threshold: self.language_detection_threshold,
         }
     }
 }
@@ -135,6 +149,12 @@ pub(crate) struct BatchForm {
     model: Option<String>,
     webhook_url: Option<String>,
     webhook_result: Option<bool>,
+    word_timestamps: Option<bool>,
+    vad_filter: Option<bool>,
+    #[schema(minimum = 1, maximum = 10)]
+    language_detection_segments: Option<u32>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    language_detection_threshold: Option<f64>,
 }
 
 /// What the caller may read, loaded once per request: its uploads and its grants.

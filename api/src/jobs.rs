@@ -62,6 +62,21 @@ struct CreateJson {
     /// Whether that event carries the result.
     #[serde(default)]
     webhook_result: Option<bool>,
+    /// Each segment's words with their start, end and probability.
+    #[serde(default)]
+    word_timestamps: Option<bool>,
+    /// Silero voice activity detection before transcription; by default on for audio
+    /// longer than the worker's `vad_min_duration_s`.
+    #[serde(default)]
+    vad_filter: Option<bool>,
+    /// 30-second windows the language may be detected on (1 to 10).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10)]
+    language_detection_segments: Option<u32>,
+    /// Probability above which a window's language is taken (0 to 1; default 0.5).
+    #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    language_detection_threshold: Option<f64>,
 }
 
 /// A job with its audio uploaded: one `file` part and the options as text fields.
@@ -83,6 +98,12 @@ pub(crate) struct JobForm {
     model: Option<String>,
     webhook_url: Option<String>,
     webhook_result: Option<bool>,
+    word_timestamps: Option<bool>,
+    vad_filter: Option<bool>,
+    #[schema(minimum = 1, maximum = 10)]
+    language_detection_segments: Option<u32>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    language_detection_threshold: Option<f64>,
 }
 
 /// The answer to an accepted job.
@@ -207,6 +228,10 @@ pub async fn create(
             model: body.model,
             webhook_url: body.webhook_url,
             webhook_result: body.webhook_result,
+            word_timestamps: body.word_timestamps,
+            vad_filter: body.vad_filter,
+            language_detection_segments: body.language_detection_segments,
+            language_detection_threshold: body.language_detection_threshold,
         };
         let options = options::validate(raw, Lane::Interactive, &state.config)?;
         options::check_allowed(&options.1, &limits)?;
@@ -884,6 +909,11 @@ pub struct TranscriptQuery {
     /// A stored result version; the latest by default.
     #[serde(default)]
     version: Option<i32>,
+    /// `srt` and `vtt` cues: one per `segment` (the default) or one per `word` (for a
+    /// job run with `word_timestamps`; segments without word times stay whole).
+    #[serde(default)]
+    #[param(inline)]
+    granularity: Option<shared::render::Granularity>,
 }
 
 /// A transcript file format: the names `shared::render::Format` parses.
@@ -944,7 +974,11 @@ pub async fn transcript(
     let (Some(version), Some(result)) = (job.version, job.result) else {
         return Err(ApiError::NoResult(job.status));
     };
-    let body = shared::render::render(&result.transcript, format);
+    let body = shared::render::render_as(
+        &result.transcript,
+        format,
+        q.granularity.unwrap_or_default(),
+    );
     let disposition = format!(
         "attachment; filename=\"{}.v{version}.{}\"",
         job.id,

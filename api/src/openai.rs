@@ -175,6 +175,10 @@ pub async fn models(
 /// What the client asked for, besides the options.
 struct Asked {
     format: ResponseFormat,
+    /// `verbose_json` carries `segments` (asked, or no granularity asked).
+    segments: bool,
+    /// `verbose_json` carries `words` (`timestamp_granularities[]=word`).
+    words: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Deserialize, ToSchema)]
@@ -187,8 +191,7 @@ enum ResponseFormat {
     VerboseJson,
 }
 
-/// A `timestamp_granularities[]` value; `word` is refused until the engine has word
-/// timestamps.
+/// A `timestamp_granularities[]` value.
 #[derive(Clone, Copy, PartialEq, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum Granularity {
@@ -215,7 +218,8 @@ pub(crate) struct TranscriptionForm {
     /// Checked, not used: the engine falls back over temperatures itself.
     #[schema(minimum = 0.0, maximum = 1.0)]
     temperature: Option<f64>,
-    /// `segment` (word timestamps are not available yet).
+    /// `segment` and/or `word`, with `response_format=verbose_json`: `word` adds the
+    /// top-level `words` list; asking only `word` leaves `segments` out, as OpenAI does.
     #[serde(rename = "timestamp_granularities[]")]
     timestamp_granularities: Option<Vec<Granularity>>,
     /// Only `false`: streaming is not supported.
@@ -228,6 +232,13 @@ pub(crate) struct TranscriptionForm {
     rubric: Option<String>,
     webhook_url: Option<String>,
     webhook_result: Option<bool>,
+    /// voxq's own name for `timestamp_granularities[]=word` (words in the stored job).
+    word_timestamps: Option<bool>,
+    vad_filter: Option<bool>,
+    #[schema(minimum = 1, maximum = 10)]
+    language_detection_segments: Option<u32>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    language_detection_threshold: Option<f64>,
 }
 
 /// `response_format=json` or `verbose_json`.
@@ -255,7 +266,19 @@ pub struct VerboseTranscription {
     /// Seconds.
     pub duration: f64,
     pub text: String,
-    pub segments: Vec<VerboseSegment>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<Vec<VerboseSegment>>,
+    /// With `timestamp_granularities[]=word`: every word with its times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<VerboseWord>>,
+}
+
+/// A word of `verbose_json`, as OpenAI gives it (no probability).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerboseWord {
+    pub word: String,
+    pub start: f64,
+    pub end: f64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -367,7 +390,7 @@ pub async fn transcriptions(
         .await?
         .ok_or(ApiError::NotFound)?;
     let mut response = match (view.status, view.result, view.error) {
-        (JobStatus::Completed, Some(result), _) => answer(&result.transcript, asked.format),
+        (JobStatus::Completed, Some(result), _) => answer(&result.transcript, &asked),
         (JobStatus::Failed, _, Some(error)) => {
             let client_fault = !matches!(
                 error.code.as_str(),
@@ -402,8 +425,8 @@ pub async fn transcriptions(
 
 /// OpenAI's fields: `model` (as a voxq model name), `response_format`, `temperature`
 /// (checked, not used: the engine decodes with faster-whisper's temperature fallback),
-/// `prompt` (accepted, not used), `timestamp_granularities[]` (`segment`; `word` is not
-/// available yet), `stream` (only `false`).
+/// `prompt` (accepted, not used), `timestamp_granularities[]` (`segment`, `word`: the
+/// job then has `word_timestamps`), `stream` (only `false`).
 fn read_openai_fields(
     raw: &mut options::RawOptions,
     extras: &[(String, String)],
@@ -427,6 +450,7 @@ fn read_openai_fields(
         }
     }
     let mut format = ResponseFormat::Json;
+    let (mut segments, mut words) = (false, false);
     for (name, value) in extras {
         let value = value.trim();
         match name.as_str() {
@@ -453,18 +477,13 @@ fn read_openai_fields(
             }
             "timestamp_granularities[]" => {
                 match options::parse_enum("timestamp granularity", value) {
-                    Ok(Granularity::Segment) => {}
-                    Ok(Granularity::Word) => {
-                        return Err(invalid(
-                            "unsupported-timestamp-granularities",
-                            "word timestamps are not available yet; ask for segment",
-                        ))
-                    }
+                    Ok(Granularity::Segment) => segments = true,
+                    Ok(Granularity::Word) => words = true,
                     Err(_) => {
                         let value: String = value.chars().take(32).collect();
                         return Err(invalid(
                             "bad-request",
-                            format!("unknown timestamp granularity '{value}' (segment)"),
+                            format!("unknown timestamp granularity '{value}' (segment, word)"),
                         ));
                     }
                 }
@@ -474,16 +493,29 @@ fn read_openai_fields(
             _ => {} // prompt
         }
     }
-    Ok(Asked { format })
+    if (segments || words) && format != ResponseFormat::VerboseJson {
+        return Err(invalid(
+            "unsupported-timestamp-granularities",
+            "timestamp_granularities[] needs response_format=verbose_json",
+        ));
+    }
+    if words {
+        raw.word_timestamps = Some(true);
+    }
+    Ok(Asked {
+        format,
+        segments: segments || !words,
+        words,
+    })
 }
 
 /// The transcript as OpenAI answers it in each format.
-fn answer(t: &Transcript, format: ResponseFormat) -> Response {
+fn answer(t: &Transcript, asked: &Asked) -> Response {
     // `media_type` names the charset already.
     let plain = |format: Format, body: String| {
         ([(header::CONTENT_TYPE, format.media_type())], body).into_response()
     };
-    match format {
+    match asked.format {
         ResponseFormat::Json => Json(Transcription::Json(TranscriptionJson {
             text: t.text.trim().to_string(),
         }))
@@ -509,12 +541,23 @@ fn answer(t: &Transcript, format: ResponseFormat) -> Response {
                     no_speech_prob: s.no_speech_prob,
                 })
                 .collect();
+            let words = t
+                .segments
+                .iter()
+                .flat_map(|s| s.words.iter().flatten())
+                .map(|w| VerboseWord {
+                    word: w.word.clone(),
+                    start: w.start,
+                    end: w.end,
+                })
+                .collect();
             Json(Transcription::Verbose(VerboseTranscription {
                 task: "transcribe",
                 language: language_name(&t.language),
                 duration: t.duration_s,
                 text: t.text.trim().to_string(),
-                segments,
+                segments: asked.segments.then_some(segments),
+                words: asked.words.then_some(words),
             }))
             .into_response()
         }

@@ -41,6 +41,21 @@ pub struct RawOptions {
     /// Whether the webhook payload carries the result.
     #[serde(default)]
     pub webhook_result: Option<bool>,
+    /// Each segment's words with their start, end and probability.
+    #[serde(default)]
+    pub word_timestamps: Option<bool>,
+    /// Silero voice activity detection before transcription; by default on for audio
+    /// longer than the worker's `vad_min_duration_s`.
+    #[serde(default)]
+    pub vad_filter: Option<bool>,
+    /// 30-second windows the language may be detected on (1 to 10).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10)]
+    pub language_detection_segments: Option<u32>,
+    /// Probability above which a window's language is taken (0 to 1; default 0.5).
+    #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub language_detection_threshold: Option<f64>,
 }
 
 /// The options as text, as form fields and query parameters give them
@@ -66,10 +81,20 @@ pub struct TextOptions {
     webhook_url: Option<String>,
     /// Whether that event carries the result.
     webhook_result: Option<bool>,
+    /// Each segment's words with their start, end and probability.
+    word_timestamps: Option<bool>,
+    /// Silero voice activity detection before transcription.
+    vad_filter: Option<bool>,
+    /// 30-second windows the language may be detected on (1 to 10).
+    #[param(minimum = 1, maximum = 10)]
+    language_detection_segments: Option<u32>,
+    /// Probability above which a window's language is taken (0 to 1).
+    #[param(minimum = 0.0, maximum = 1.0)]
+    language_detection_threshold: Option<f64>,
 }
 
 /// Names of the option fields, for form fields and query parameters.
-pub const FIELDS: [&str; 9] = [
+pub const FIELDS: [&str; 13] = [
     "lane",
     "language",
     "tasks",
@@ -79,6 +104,10 @@ pub const FIELDS: [&str; 9] = [
     "model",
     "webhook_url",
     "webhook_result",
+    "word_timestamps",
+    "vad_filter",
+    "language_detection_segments",
+    "language_detection_threshold",
 ];
 
 impl RawOptions {
@@ -94,6 +123,14 @@ impl RawOptions {
             model: top.model.clone().or_else(|| self.model.clone()),
             webhook_url: top.webhook_url.clone().or_else(|| self.webhook_url.clone()),
             webhook_result: top.webhook_result.or(self.webhook_result),
+            word_timestamps: top.word_timestamps.or(self.word_timestamps),
+            vad_filter: top.vad_filter.or(self.vad_filter),
+            language_detection_segments: top
+                .language_detection_segments
+                .or(self.language_detection_segments),
+            language_detection_threshold: top
+                .language_detection_threshold
+                .or(self.language_detection_threshold),
         }
     }
 
@@ -105,17 +142,14 @@ impl RawOptions {
             "rubric" => self.rubric = Some(value.to_string()),
             "model" => self.model = Some(value.to_string()),
             "webhook_url" => self.webhook_url = Some(value.to_string()),
-            "webhook_result" => {
-                self.webhook_result = Some(match value.trim() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    other => {
-                        let other: String = other.chars().take(16).collect();
-                        return Err(ApiError::BadRequest(format!(
-                            "invalid webhook_result '{other}' (true or false)"
-                        )));
-                    }
-                })
+            "webhook_result" => self.webhook_result = Some(parse_bool(name, value)?),
+            "word_timestamps" => self.word_timestamps = Some(parse_bool(name, value)?),
+            "vad_filter" => self.vad_filter = Some(parse_bool(name, value)?),
+            "language_detection_segments" => {
+                self.language_detection_segments = Some(parse_number(name, value)?)
+            }
+            "language_detection_threshold" => {
+                self.language_detection_threshold = Some(parse_number(name, value)?)
             }
             "summary" => self.summary = Some(parse_enum("summary", value)?),
             "summary_model" => self.summary_model = Some(parse_enum("summary_model", value)?),
@@ -135,6 +169,26 @@ impl RawOptions {
         }
         Ok(())
     }
+}
+
+fn parse_bool(field: &str, value: &str) -> Result<bool, ApiError> {
+    match value.trim() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => {
+            let other: String = other.chars().take(16).collect();
+            Err(ApiError::BadRequest(format!(
+                "invalid {field} '{other}' (true or false)"
+            )))
+        }
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, ApiError> {
+    value.trim().parse().map_err(|_| {
+        let value: String = value.trim().chars().take(16).collect();
+        ApiError::BadRequest(format!("invalid {field} '{value}' (a number)"))
+    })
 }
 
 pub fn parse_enum<T: serde::de::DeserializeOwned>(field: &str, value: &str) -> Result<T, ApiError> {
@@ -200,6 +254,20 @@ pub fn validate(
         Some(u) => Some(check_webhook_url(u, config)?),
     };
     let tasks = raw.tasks.unwrap_or_else(|| JobOptions::default().tasks);
+    if let Some(n) = raw.language_detection_segments {
+        if !(1..=10).contains(&n) {
+            return Err(ApiError::BadRequest(format!(
+                "language_detection_segments must be 1 to 10, not {n}"
+            )));
+        }
+    }
+    if let Some(t) = raw.language_detection_threshold {
+        if !(0.0..=1.0).contains(&t) {
+            return Err(ApiError::BadRequest(format!(
+                "language_detection_threshold must be 0 to 1, not {t}"
+            )));
+        }
+    }
     Ok((
         lane,
         JobOptions {
@@ -211,6 +279,10 @@ pub fn validate(
             model,
             webhook_url,
             webhook_result: raw.webhook_result.unwrap_or(false),
+            word_timestamps: raw.word_timestamps.unwrap_or(false),
+            vad_filter: raw.vad_filter,
+            language_detection_segments: raw.language_detection_segments,
+            language_detection_threshold: raw.language_detection_threshold,
         },
     ))
 }

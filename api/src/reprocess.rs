@@ -120,6 +120,16 @@ fn patch(
         ("summary_model", raw.summary_model.is_some()),
         ("rubric", raw.rubric.is_some()),
         ("model", raw.model.is_some()),
+        ("word_timestamps", raw.word_timestamps.is_some()),
+        ("vad_filter", raw.vad_filter.is_some()),
+        (
+            "language_detection_segments",
+            raw.language_detection_segments.is_some(),
+        ),
+        (
+            "language_detection_threshold",
+            raw.language_detection_threshold.is_some(),
+        ),
     ];
     for (key, is_given) in given {
         if is_given {
@@ -128,6 +138,11 @@ fn patch(
     }
     // A null clears the option (back to its default).
     out.retain(|_, v| !v.is_null());
+    // `false` is not serialised (it is the default), but given, it must override a job's
+    // `true`.
+    if let Some(w) = raw.word_timestamps {
+        out.insert("word_timestamps".into(), Value::Bool(w));
+    }
     Ok((lane, Value::Object(out)))
 }
 

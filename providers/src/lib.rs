@@ -79,6 +79,9 @@ pub struct TranscriptionRequest {
     /// The local engine's model, by its configured name (`JobOptions::model`); `None` is
     /// the `default` one. Remote providers use their configured model and ignore it.
     pub model: Option<String>,
+    /// Word timestamps, voice activity detection and language detection settings. The
+    /// local engine honours them all; remote providers ignore them.
+    pub engine: shared::domain::EngineOptions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

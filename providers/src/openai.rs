@@ -633,6 +633,7 @@ fn to_transcript(answer: WireTranscription, requested_language: Option<&str>) ->
             text: s.text.trim().to_string(),
             avg_logprob: s.avg_logprob.unwrap_or(0.0),
             no_speech_prob: s.no_speech_prob.unwrap_or(0.0),
+            words: None,
         })
         .collect();
     let duration_s = answer
@@ -649,6 +650,7 @@ fn to_transcript(answer: WireTranscription, requested_language: Option<&str>) ->
     Transcript {
         text: answer.text.trim().to_string(),
         language,
+        language_probability: None,
         duration_s,
         segments,
     }

@@ -97,6 +97,7 @@ fn voice_note(language: Option<&str>) -> TranscriptionRequest {
         decoded: None,
         file_name: "voice.oga".into(),
         language: language.map(Into::into),
+        engine: Default::default(),
     }
 }
 

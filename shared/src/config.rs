@@ -119,6 +119,12 @@ pub struct Config {
     /// (`JobOptions::model`), e.g. `{ base = "models/whisper-base" }`. A worker loads each
     /// the first time a job asks for it. Naming `default` here replaces `model_dir`.
     pub models: BTreeMap<String, PathBuf>,
+    /// faster-whisper's Silero VAD v6 model (`scripts/fetch-vad.sh`), loaded the first
+    /// time a job asks for `vad_filter`; without it such jobs fail (`vad-unavailable`).
+    pub vad_model: PathBuf,
+    /// Jobs that do not set `vad_filter` get it when their audio is longer than this
+    /// many seconds; 0: only when they ask.
+    pub vad_min_duration_s: f64,
     /// Jobs a worker process runs at once from the `interactive` lane.
     pub interactive_concurrency: usize,
     /// Jobs a worker process runs at once from the `bulk` lane.
@@ -262,6 +268,8 @@ impl Default for Config {
             otlp_headers: String::new(),
             model_dir: PathBuf::from("models/whisper-tiny.en"),
             models: BTreeMap::new(),
+            vad_model: PathBuf::from("models/silero_vad_v6.onnx"),
+            vad_min_duration_s: 0.0,
             interactive_concurrency: 2,
             bulk_concurrency: 1,
             inference_threads: 0,
@@ -416,6 +424,12 @@ impl Config {
             return invalid(format!(
                 "rate_limit_per_s must be >= 0, not {}",
                 self.rate_limit_per_s
+            ));
+        }
+        if self.vad_min_duration_s < 0.0 || !self.vad_min_duration_s.is_finite() {
+            return invalid(format!(
+                "vad_min_duration_s must be >= 0, not {}",
+                self.vad_min_duration_s
             ));
         }
         if self.transcribe_order.is_empty() {

@@ -653,6 +653,8 @@ pub struct ClaimedJob {
 
 /// The answer to a claim.
 #[derive(Debug)]
+// One value per claim, moved once: boxing the job would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Claim {
     /// This run owns the job now.
     Run(ClaimedJob),

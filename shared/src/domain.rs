@@ -17,6 +17,23 @@ pub struct Segment {
     pub avg_logprob: f64,
     /// Probability that the window holding this segment has no speech.
     pub no_speech_prob: f64,
+    /// The segment's words with their times, when word timestamps were asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<Word>>,
+}
+
+/// One word of a segment, timed as faster-whisper times words (cross-attention
+/// alignment with dynamic time warping).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Word {
+    /// The word with the punctuation attached to it, without surrounding white space.
+    pub word: String,
+    /// Start time in seconds from the beginning of the audio.
+    pub start: f64,
+    /// End time in seconds.
+    pub end: f64,
+    /// Mean probability of the word's tokens.
+    pub probability: f64,
 }
 
 /// The result of transcribing one voice message.
@@ -26,6 +43,11 @@ pub struct Transcript {
     pub text: String,
     /// ISO 639-1 code of the spoken language (detected or given).
     pub language: String,
+    /// Probability of `language`: the model's when it was detected, 1 when it was given
+    /// or the model knows one language; absent when nothing was transcribed or the
+    /// provider does not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language_probability: Option<f64>,
     /// Duration of the decoded audio in seconds.
     pub duration_s: f64,
     pub segments: Vec<Segment>,
@@ -37,6 +59,7 @@ impl Transcript {
         Self {
             text: String::new(),
             language: language.into(),
+            language_probability: None,
             duration_s,
             segments: Vec::new(),
         }
@@ -243,6 +266,21 @@ pub struct JobOptions {
     /// duration, summary); by default it carries ids, status and links.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub webhook_result: bool,
+    /// Times of each word in every segment (`words`), computed as faster-whisper does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub word_timestamps: bool,
+    /// Silero voice activity detection before transcription: silences are cut out and
+    /// times mapped back to the original audio. `None` lets the worker decide (on for
+    /// audio longer than its `vad_min_duration_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vad_filter: Option<bool>,
+    /// 30-second windows the language may be detected on (1 to 10; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language_detection_segments: Option<u32>,
+    /// Probability above which a window's detected language is taken (default 0.5);
+    /// below it, further windows vote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language_detection_threshold: Option<f64>,
 }
 
 impl Default for JobOptions {
@@ -256,6 +294,10 @@ impl Default for JobOptions {
             model: None,
             webhook_url: None,
             webhook_result: false,
+            word_timestamps: false,
+            vad_filter: None,
+            language_detection_segments: None,
+            language_detection_threshold: None,
         }
     }
 }
@@ -263,6 +305,32 @@ impl Default for JobOptions {
 impl JobOptions {
     pub fn wants(&self, task: Task) -> bool {
         task == Task::Transcribe || self.tasks.contains(&task)
+    }
+
+    /// What the transcription engine is asked beyond the language and model.
+    pub fn engine(&self) -> EngineOptions {
+        EngineOptions {
+            word_timestamps: self.word_timestamps,
+            vad_filter: self.vad_filter,
+            language_detection_segments: self.language_detection_segments,
+            language_detection_threshold: self.language_detection_threshold,
+        }
+    }
+}
+
+/// How a recording is transcribed, beyond its language and model (see [`JobOptions`]).
+/// Part of a transcript's cache key, since each changes the result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineOptions {
+    pub word_timestamps: bool,
+    pub vad_filter: Option<bool>,
+    pub language_detection_segments: Option<u32>,
+    pub language_detection_threshold: Option<f64>,
+}
+
+impl EngineOptions {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
     }
 }
 

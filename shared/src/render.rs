@@ -6,6 +6,8 @@
 
 use std::fmt::Write as _;
 
+use serde::{Deserialize, Serialize};
+
 use crate::domain::Transcript;
 
 /// A file format of one transcript.
@@ -63,12 +65,28 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// `t` in `format`.
+/// What one subtitle cue holds: a segment (the default) or a word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    #[default]
+    Segment,
+    /// One cue per word, for segments that have word times (`word_timestamps`); a
+    /// segment without them stays one cue.
+    Word,
+}
+
+/// `t` in `format`, one cue per segment.
 pub fn render(t: &Transcript, format: Format) -> String {
+    render_as(t, format, Granularity::Segment)
+}
+
+/// `t` in `format`; subtitles have one cue per `granularity` (text and JSON ignore it).
+pub fn render_as(t: &Transcript, format: Format, granularity: Granularity) -> String {
     match format {
         Format::Text => text(t),
-        Format::Srt => srt(t),
-        Format::Vtt => vtt(t),
+        Format::Srt => srt_as(t, granularity),
+        Format::Vtt => vtt_as(t, granularity),
         Format::Json => json(t),
     }
 }
@@ -78,19 +96,40 @@ pub fn text(t: &Transcript) -> String {
     format!("{}\n", t.text)
 }
 
+/// One cue: start, end and text.
+type Cue<'a> = (f64, f64, &'a str);
+
+fn cues(t: &Transcript, granularity: Granularity) -> Vec<Cue<'_>> {
+    let mut out = Vec::new();
+    for seg in &t.segments {
+        match (&seg.words, granularity) {
+            (Some(words), Granularity::Word) if !words.is_empty() => {
+                out.extend(words.iter().map(|w| (w.start, w.end, w.word.as_str())))
+            }
+            _ => out.push((seg.start, seg.end, seg.text.as_str())),
+        }
+    }
+    out
+}
+
 /// SubRip: one numbered cue per segment, each followed by a blank line.
 pub fn srt(t: &Transcript) -> String {
+    srt_as(t, Granularity::Segment)
+}
+
+/// SubRip with one cue per `granularity`.
+pub fn srt_as(t: &Transcript, granularity: Granularity) -> String {
     let mut s = String::new();
-    for (i, seg) in t.segments.iter().enumerate() {
+    for (i, (start, end, text)) in cues(t, granularity).into_iter().enumerate() {
         // `write!` to a String cannot fail.
         let _ = write!(
             s,
             "{}\n{} --> {}\n{}\n\n",
             i + 1,
-            timestamp(seg.start, ','),
-            timestamp(seg.end, ','),
+            timestamp(start, ','),
+            timestamp(end, ','),
             // A line holding `-->` would read as the timing line of a new cue.
-            one_line(&seg.text).replace("-->", "-- >")
+            one_line(text).replace("-->", "-- >")
         );
     }
     s
@@ -98,14 +137,19 @@ pub fn srt(t: &Transcript) -> String {
 
 /// WebVTT: the `WEBVTT` header, then one cue per segment, each followed by a blank line.
 pub fn vtt(t: &Transcript) -> String {
+    vtt_as(t, Granularity::Segment)
+}
+
+/// WebVTT with one cue per `granularity`.
+pub fn vtt_as(t: &Transcript, granularity: Granularity) -> String {
     let mut s = String::from("WEBVTT\n\n");
-    for seg in &t.segments {
+    for (start, end, text) in cues(t, granularity) {
         let _ = write!(
             s,
             "{} --> {}\n{}\n\n",
-            timestamp(seg.start, '.'),
-            timestamp(seg.end, '.'),
-            vtt_escape(&one_line(&seg.text))
+            timestamp(start, '.'),
+            timestamp(end, '.'),
+            vtt_escape(&one_line(text))
         );
     }
     s
@@ -171,6 +215,7 @@ mod tests {
             text: text.into(),
             avg_logprob: -0.2,
             no_speech_prob: 0.01,
+            words: None,
         }
     }
 
@@ -183,6 +228,7 @@ mod tests {
         Transcript {
             text,
             language: "en".into(),
+            language_probability: None,
             duration_s: segments.last().map_or(0.0, |s| s.end),
             segments,
         }
@@ -295,5 +341,34 @@ mod tests {
             "{e}"
         );
         assert_eq!(Format::Vtt.media_type(), "text/vtt; charset=utf-8");
+    }
+
+    #[test]
+    fn word_granularity_gives_one_cue_per_word_and_keeps_segments_without_words() {
+        use crate::domain::Word;
+        let word = |w: &str, start: f64, end: f64| Word {
+            word: w.into(),
+            start,
+            end,
+            probability: 0.9,
+        };
+        let mut t = two();
+        t.segments[0].words = Some(vec![word("Hello", 0.0, 0.52), word("<there.>", 0.6, 1.5)]);
+        assert_eq!(
+            srt_as(&t, Granularity::Word),
+            "1\n00:00:00,000 --> 00:00:00,520\nHello\n\n\
+             2\n00:00:00,600 --> 00:00:01,500\n<there.>\n\n\
+             3\n00:00:01,500 --> 01:01:01,250\nBye.\n\n"
+        );
+        assert_eq!(
+            vtt_as(&t, Granularity::Word),
+            "WEBVTT\n\n00:00:00.000 --> 00:00:00.520\nHello\n\n\
+             00:00:00.600 --> 00:00:01.500\n&lt;there.&gt;\n\n\
+             00:00:01.500 --> 01:01:01.250\nBye.\n\n"
+        );
+        // Segment cues are unchanged by words being present.
+        assert_eq!(srt(&t), srt(&two()));
+        assert_eq!(render_as(&t, Format::Json, Granularity::Word), json(&t));
+        assert!(json(&t).contains("\"probability\": 0.9"));
     }
 }

@@ -191,6 +191,7 @@ fn full_result() -> JobResult {
         transcript: Transcript {
             text: "Hello there. See you soon.".into(),
             language: "en".into(),
+            language_probability: Some(0.97),
             duration_s: 3.5,
             segments: vec![Segment {
                 start: 0.0,
@@ -198,6 +199,7 @@ fn full_result() -> JobResult {
                 text: "Hello there. See you soon.".into(),
                 avg_logprob: -0.25,
                 no_speech_prob: 0.125,
+                words: None,
             }],
         },
         scores: Some(Scores {

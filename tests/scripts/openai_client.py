@@ -31,6 +31,15 @@ def main():
     out["segment_granularity"] = call(
         model="whisper-1", response_format="verbose_json", timestamp_granularities=["segment"]
     ).model_dump()
+    # The client's typed result: `words` as TranscriptionWord objects.
+    words = call(model="whisper-1", response_format="verbose_json",
+                 timestamp_granularities=["word"])
+    out["word_granularity"] = words.model_dump()
+    out["word_types"] = sorted({type(w).__name__ for w in (words.words or [])})
+    out["both_granularities"] = call(
+        model="whisper-1", response_format="verbose_json",
+        timestamp_granularities=["word", "segment"]
+    ).model_dump()
     # The raw response carries the job id voxq stored.
     raw = client.audio.transcriptions.with_raw_response.create(
         file=(name, data), model="whisper-1"
@@ -40,8 +49,8 @@ def main():
     for label, kw, c in [
         ("bad_format", {"model": "whisper-1", "response_format": "mp3"}, client),
         ("bad_model", {"model": "whisper-9"}, client),
-        ("word_granularity", {"model": "whisper-1", "response_format": "verbose_json",
-                              "timestamp_granularities": ["word"]}, client),
+        ("granularity_without_verbose", {"model": "whisper-1", "response_format": "json",
+                                         "timestamp_granularities": ["word"]}, client),
         ("bad_key", {"model": "whisper-1"},
          OpenAI(base_url=f"{base}/v1", api_key="vxq_" + "0" * 64, max_retries=0)),
     ]:

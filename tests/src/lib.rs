@@ -30,6 +30,16 @@ pub fn model_dir() -> String {
         .unwrap_or_else(|_| root().join("models/whisper-tiny.en").display().to_string())
 }
 
+/// `$VOXQ_VAD_MODEL`, else the clone's `models/silero_vad_v6.onnx` (scripts/fetch-vad.sh).
+pub fn vad_model() -> String {
+    std::env::var("VOXQ_VAD_MODEL").unwrap_or_else(|_| {
+        root()
+            .join("models/silero_vad_v6.onnx")
+            .display()
+            .to_string()
+    })
+}
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -201,8 +211,10 @@ impl StackConfig {
             );
         }
         let model = model_dir();
+        let vad = vad_model();
         let defaults = [
             ("VOXQ_MODEL_DIR", model.as_str()),
+            ("VOXQ_VAD_MODEL", vad.as_str()),
             ("VOXQ_INFERENCE_THREADS", "1"),
             ("VOXQ_INTERACTIVE_CONCURRENCY", "1"),
             ("VOXQ_BULK_CONCURRENCY", "1"),

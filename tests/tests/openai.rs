@@ -1,8 +1,9 @@
 //! The OpenAI-compatible endpoint, driven by OpenAI's official Python client
 //! (`tests/scripts/openai_client.py`, PyPI `openai`) pointed at voxq with `base_url`:
-//! every `response_format`, a language hint, segment granularity, and its errors (an
-//! unsupported format, an unknown model, word granularity, a bad key). Each request is
-//! also an ordinary job: stored, listed, with its id in `x-voxq-job-id`.
+//! every `response_format`, a language hint, segment and word granularity, and its
+//! errors (an unsupported format, an unknown model, granularity without `verbose_json`,
+//! a bad key). Each request is also an ordinary job: stored, listed, with its id in
+//! `x-voxq-job-id`.
 
 use std::process::Command;
 
@@ -65,6 +66,36 @@ async fn the_official_openai_client_works_against_voxq() {
             .all(|s| s["end"].as_f64() >= s["start"].as_f64()));
     }
 
+    // Word granularity: the client parses `words`; only `word` asked leaves segments out,
+    // as OpenAI does; both give both.
+    let w = &r["word_granularity"];
+    assert_eq!(
+        r["word_types"],
+        serde_json::json!(["TranscriptionWord"]),
+        "{r}"
+    );
+    assert!(w["segments"].is_null(), "{w}");
+    let words = w["words"].as_array().expect("words");
+    let spoken: Vec<String> = words
+        .iter()
+        .map(|x| x["word"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        spoken.join(" "),
+        text,
+        "the words, joined, are the transcript"
+    );
+    let mut last_start = 0.0;
+    for x in words {
+        let (start, end) = (x["start"].as_f64().unwrap(), x["end"].as_f64().unwrap());
+        assert!(start >= last_start && end >= start, "{x}");
+        assert!(end <= w["duration"].as_f64().unwrap() + 0.01, "{x}");
+        last_start = start;
+    }
+    let both = &r["both_granularities"];
+    assert_eq!(both["words"], w["words"]);
+    assert!(!both["segments"].as_array().unwrap().is_empty(), "{both}");
+
     // Errors arrive as the client's own exception types, in OpenAI's shape.
     let e = &r["errors"];
     assert_eq!(e["bad_format"]["raised"], "BadRequestError", "{e}");
@@ -72,9 +103,9 @@ async fn the_official_openai_client_works_against_voxq() {
     assert_eq!(e["bad_format"]["type"], "invalid_request_error");
     assert_eq!(e["bad_model"]["raised"], "BadRequestError", "{e}");
     assert_eq!(e["bad_model"]["code"], "model_not_found");
-    assert_eq!(e["word_granularity"]["status"], 400, "{e}");
+    assert_eq!(e["granularity_without_verbose"]["status"], 400, "{e}");
     assert_eq!(
-        e["word_granularity"]["code"],
+        e["granularity_without_verbose"]["code"],
         "unsupported-timestamp-granularities"
     );
     assert_eq!(e["bad_key"]["raised"], "AuthenticationError", "{e}");
@@ -96,7 +127,7 @@ async fn the_official_openai_client_works_against_voxq() {
     assert_eq!(job["status"], "completed");
     assert_eq!(job["lane"], "interactive");
     assert_eq!(job["result"]["text"].as_str().unwrap().trim(), text);
-    // Refused requests created nothing: 8 transcriptions succeeded, 8 jobs exist.
+    // Refused requests created nothing: 10 transcriptions succeeded, 10 jobs exist.
     let listed: Value = stack
         .http
         .get(format!("{}/v1/jobs?limit=100", stack.base))
@@ -107,5 +138,5 @@ async fn the_official_openai_client_works_against_voxq() {
         .json()
         .await
         .unwrap();
-    assert_eq!(listed["data"].as_array().unwrap().len(), 8, "{listed}");
+    assert_eq!(listed["data"].as_array().unwrap().len(), 10, "{listed}");
 }

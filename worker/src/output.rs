@@ -24,6 +24,8 @@ pub struct Writer<W: Write> {
     out: W,
     format: Format,
     many: bool,
+    /// SRT and WebVTT cues: per segment or per word.
+    granularity: render::Granularity,
     rows: Vec<FileOutcome>,
 }
 
@@ -33,8 +35,15 @@ impl<W: Write> Writer<W> {
             out,
             format,
             many,
+            granularity: render::Granularity::Segment,
             rows: Vec::new(),
         }
+    }
+
+    /// One SRT/WebVTT cue per word (of transcripts made with word timestamps).
+    pub fn with_granularity(mut self, granularity: render::Granularity) -> Self {
+        self.granularity = granularity;
+        self
     }
 
     pub fn write(&mut self, o: FileOutcome) -> io::Result<()> {
@@ -46,6 +55,7 @@ impl<W: Write> Writer<W> {
                         "file": file,
                         "text": r.transcript.text,
                         "language": r.transcript.language,
+                        "language_probability": r.transcript.language_probability,
                         "duration_s": r.transcript.duration_s,
                         "segments": r.transcript.segments,
                         "scores": r.scores,
@@ -79,7 +89,8 @@ impl<W: Write> Writer<W> {
                             Format::Srt => render::Format::Srt,
                             _ => render::Format::Vtt,
                         };
-                        write!(self.out, "{}", render::render(&r.transcript, format))?;
+                        let rendered = render::render_as(&r.transcript, format, self.granularity);
+                        write!(self.out, "{rendered}")?;
                     }
                     Err(e) => writeln!(self.out, "error ({}): {}", e.code, e.message)?,
                 }

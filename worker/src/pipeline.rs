@@ -130,6 +130,7 @@ impl Pipeline {
                 &fetched,
                 options.language.as_deref(),
                 options.model.as_deref(),
+                &options.engine(),
             )
             .await;
         timings.cache_keys.extend(cache_key.iter().cloned());
@@ -159,6 +160,7 @@ impl Pipeline {
                         file_name: format!("audio.{}", ext.as_deref().unwrap_or("wav")),
                         language: options.language.clone(),
                         model: options.model.clone(),
+                        engine: options.engine(),
                         decoded: Some(audio.clone()),
                     };
                     self.transcribe.run(&request).await

@@ -265,6 +265,7 @@ async fn transcriber_chain(config: &Arc<Config>) -> anyhow::Result<TranscriberCh
                 },
                 replicas,
                 batch_size: 1,
+                vad_model: config.vad_model.clone(),
             };
             // The default model loads now (a worker without it does not start); the
             // named ones the first time a job asks for them.
@@ -275,7 +276,8 @@ async fn transcriber_chain(config: &Arc<Config>) -> anyhow::Result<TranscriberCh
                 LocalWhisper::load(&dir, &engine, DecodeOptions::default())
             })
             .await?
-            .context(context)?;
+            .context(context)?
+            .with_vad_min_duration(config.vad_min_duration_s);
             providers.push(Arc::new(local.with_models(&dirs)));
         } else if let Some(remote) = config.transcribe_providers.iter().find(|p| &p.name == name) {
             providers.push(providers::transcriber(remote)?);

@@ -15,6 +15,7 @@ use providers::{BreakerConfig, ChatTiers, Transcriber, TranscriberChain};
 use shared::cache::{Cache, MemoryCache};
 use shared::config::{SummaryPolicy, DEFAULT_MODEL};
 use shared::domain::JobOptions;
+use shared::render;
 use voxq_worker::local;
 use voxq_worker::output::{Format, Writer};
 use voxq_worker::pipeline::Pipeline;
@@ -52,6 +53,22 @@ pub struct Args {
     /// Run the model even on recordings with no speech energy.
     #[arg(long)]
     no_skip_silence: bool,
+    /// Times of each word (in JSONL `segments[].words`).
+    #[arg(long)]
+    word_timestamps: bool,
+    /// SRT/WebVTT cues per `segment` or per `word` (`word` implies --word-timestamps).
+    #[arg(long, value_enum, default_value = "segment")]
+    granularity: Granularity,
+    /// Cut silences out with Silero VAD before transcribing (times stay those of the
+    /// original audio). Needs the VAD model: scripts/fetch-vad.sh.
+    #[arg(long)]
+    vad_filter: bool,
+    /// 30-second windows the language may be detected on (multilingual models).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10))]
+    language_detection_segments: Option<u32>,
+    /// Probability above which a window's detected language is taken [default: 0.5].
+    #[arg(long)]
+    language_detection_threshold: Option<f64>,
     /// Longest audio accepted, in seconds.
     #[arg(long, default_value_t = 4.0 * 3600.0)]
     max_duration_s: f64,
@@ -59,6 +76,16 @@ pub struct Args {
     #[arg(required = true)]
     paths: Vec<PathBuf>,
 }
+
+/// What one SRT/WebVTT cue holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Granularity {
+    Segment,
+    Word,
+}
+
+/// Where `scripts/fetch-vad.sh` puts the VAD model.
+const DEFAULT_VAD_MODEL: &str = "models/silero_vad_v6.onnx";
 
 /// How long local mode's in-memory caches keep an entry: the whole run, in practice.
 const CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -75,6 +102,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         threads,
         replicas: workers,
         batch_size: 1,
+        vad_model: std::env::var_os("VOXQ_VAD_MODEL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_VAD_MODEL)),
     };
     let engine_options = DecodeOptions {
         beam_size: args.beam_size,
@@ -106,6 +136,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let options = JobOptions {
         language: args.language,
+        word_timestamps: args.word_timestamps || args.granularity == Granularity::Word,
+        vad_filter: Some(args.vad_filter),
+        language_detection_segments: args.language_detection_segments,
+        language_detection_threshold: args.language_detection_threshold,
         ..JobOptions::default()
     };
 
@@ -120,7 +154,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     let stdout = std::io::stdout().lock();
-    let mut writer = Writer::new(stdout, args.format, files.len() > 1);
+    let mut writer = Writer::new(stdout, args.format, files.len() > 1).with_granularity(match args
+        .granularity
+    {
+        Granularity::Segment => render::Granularity::Segment,
+        Granularity::Word => render::Granularity::Word,
+    });
     let mut failed = 0usize;
     let mut io_error = None;
     let runtime = tokio::runtime::Builder::new_multi_thread()

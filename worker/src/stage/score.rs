@@ -477,6 +477,7 @@ mod tests {
         Transcript {
             text: text.into(),
             language: "en".into(),
+            language_probability: None,
             duration_s,
             segments: vec![segment(0.0, duration_s, text, -0.3, 0.05)],
         }
@@ -489,6 +490,7 @@ mod tests {
             text: text.into(),
             avg_logprob,
             no_speech_prob: nsp,
+            words: None,
         }
     }
 
@@ -688,6 +690,7 @@ mod tests {
         let t = Transcript {
             text: "one two three four".into(),
             language: "en".into(),
+            language_probability: None,
             duration_s: 4.0,
             segments: vec![
                 segment(0.0, 3.0, "one two three", -0.1, 0.01),
@@ -750,6 +753,7 @@ mod tests {
         let t = Transcript {
             text,
             language: "en".into(),
+            language_probability: None,
             duration_s: 330.0,
             segments,
         };

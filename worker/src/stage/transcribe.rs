@@ -25,7 +25,7 @@ use providers::{Described, ProviderError, Transcriber, TranscriberChain, Transcr
 use serde::{Deserialize, Serialize};
 use shared::cache::{key_hash, Cache};
 use shared::config::DEFAULT_MODEL;
-use shared::domain::{StageUsage, Transcript, LOCAL_PROVIDER};
+use shared::domain::{EngineOptions, StageUsage, Transcript, LOCAL_PROVIDER};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -89,14 +89,16 @@ impl TranscribeStage {
     }
 
     /// The cache key of a recording: tenant, content, providers (the local one with the
-    /// model the job names) and language. `None` without a cache, or for a model that is
-    /// not configured (the job fails).
+    /// model the job names), language and engine options (only when not the defaults,
+    /// so keys made before those options existed still hit). `None` without a cache, or
+    /// for a model that is not configured (the job fails).
     pub async fn cache_key(
         &self,
         tenant: Option<Uuid>,
         fetched: &Fetched,
         language: Option<&str>,
         model: Option<&str>,
+        engine: &EngineOptions,
     ) -> Option<String> {
         self.cache.as_ref()?;
         let providers = self.providers(model).ok()?;
@@ -105,15 +107,22 @@ impl TranscribeStage {
             Fetched::File(path) => bytes::Bytes::copy_from_slice(&file_digest(path).await?),
         };
         let tenant = tenant.map(|t| t.into_bytes()).unwrap_or_default();
-        Some(format!(
-            "transcript:{}",
-            key_hash(&[
-                &tenant,
-                &content,
-                providers.join(",").as_bytes(),
-                language.unwrap_or("").as_bytes(),
-            ])
-        ))
+        let engine = if engine.is_default() {
+            String::new()
+        } else {
+            serde_json::to_string(engine).ok()?
+        };
+        let providers = providers.join(",");
+        let mut parts: Vec<&[u8]> = vec![
+            &tenant,
+            &content,
+            providers.as_bytes(),
+            language.unwrap_or("").as_bytes(),
+        ];
+        if !engine.is_empty() {
+            parts.push(engine.as_bytes());
+        }
+        Some(format!("transcript:{}", key_hash(&parts)))
     }
 
     /// `provider/model` of each link of the chain, the local engine's naming the model
@@ -238,6 +247,8 @@ pub struct LocalWhisper {
     /// The default model directory's name (`whisper-tiny.en`), which the chain records
     /// with each result; the stage names the model that served a named-model job.
     default_label: String,
+    /// Requests that leave `vad_filter` unset get VAD above this duration (0: never).
+    vad_min_duration_s: f64,
 }
 
 /// A model directory and, once loaded, its engine.
@@ -270,7 +281,15 @@ impl LocalWhisper {
             config: config.clone(),
             options,
             default_label: model_label(model_dir),
+            vad_min_duration_s: 0.0,
         })
+    }
+
+    /// Requests that leave `vad_filter` unset get VAD when their audio is longer than
+    /// `seconds` (0: only when they ask).
+    pub fn with_vad_min_duration(mut self, seconds: f64) -> Self {
+        self.vad_min_duration_s = seconds;
+        self
     }
 
     /// Adds the named models of `dirs` (`Config::model_dirs`), each loaded the first time
@@ -284,6 +303,27 @@ impl LocalWhisper {
             self.models.insert(name.clone(), model);
         }
         self
+    }
+
+    /// The decoding options of one request: the worker's, with the request's language
+    /// and engine options over them.
+    fn decode_options(&self, request: &TranscriptionRequest, samples: usize) -> DecodeOptions {
+        let engine = &request.engine;
+        let long = self.vad_min_duration_s > 0.0
+            && samples as f64 / f64::from(audio::SAMPLE_RATE) > self.vad_min_duration_s;
+        let mut options = DecodeOptions {
+            language: request.language.clone(),
+            word_timestamps: engine.word_timestamps,
+            vad_filter: engine.vad_filter.unwrap_or(long),
+            ..self.options.clone()
+        };
+        if let Some(n) = engine.language_detection_segments {
+            options.language_detection_segments = n as usize;
+        }
+        if let Some(t) = engine.language_detection_threshold {
+            options.language_detection_threshold = t;
+        }
+        options
     }
 
     /// Whether the model named `name` has been loaded.
@@ -380,10 +420,7 @@ impl Transcriber for LocalWhisper {
             let model = self
                 .model(request.model.as_deref().unwrap_or(DEFAULT_MODEL))
                 .await?;
-            let options = DecodeOptions {
-                language: request.language.clone(),
-                ..self.options.clone()
-            };
+            let options = self.decode_options(request, audio.samples.len());
             let (engine, threads) = (model.engine.clone(), model.threads.clone());
             let (result, engine_cpu) = cpu::blocking(move || {
                 threads.measure(|| {
