@@ -203,6 +203,7 @@ async fn check_exports(stack: &Stack, job: &Value, file: &Path) -> usize {
         json!({
             "text": result["text"],
             "language": result["language"],
+            "language_probability": result["language_probability"],
             "duration_s": result["duration_s"],
             "segments": result["segments"],
         })
