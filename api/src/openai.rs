@@ -524,40 +524,42 @@ fn answer(t: &Transcript, asked: &Asked) -> Response {
         ResponseFormat::Srt => plain(Format::Srt, render::srt(t)),
         ResponseFormat::Vtt => plain(Format::Vtt, render::vtt(t)),
         ResponseFormat::VerboseJson => {
-            let segments = t
-                .segments
-                .iter()
-                .enumerate()
-                .map(|(i, s)| VerboseSegment {
-                    id: i,
-                    seek: 0,
-                    start: s.start,
-                    end: s.end,
-                    text: s.text.clone(),
-                    tokens: Vec::new(),
-                    temperature: 0.0,
-                    avg_logprob: s.avg_logprob,
-                    compression_ratio: 0.0,
-                    no_speech_prob: s.no_speech_prob,
-                })
-                .collect();
-            let words = t
-                .segments
-                .iter()
-                .flat_map(|s| s.words.iter().flatten())
-                .map(|w| VerboseWord {
-                    word: w.word.clone(),
-                    start: w.start,
-                    end: w.end,
-                })
-                .collect();
+            let segments = || {
+                t.segments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| VerboseSegment {
+                        id: i,
+                        seek: 0,
+                        start: s.start,
+                        end: s.end,
+                        text: s.text.clone(),
+                        tokens: Vec::new(),
+                        temperature: 0.0,
+                        avg_logprob: s.avg_logprob,
+                        compression_ratio: 0.0,
+                        no_speech_prob: s.no_speech_prob,
+                    })
+                    .collect()
+            };
+            let words = || {
+                t.segments
+                    .iter()
+                    .flat_map(|s| s.words.iter().flatten())
+                    .map(|w| VerboseWord {
+                        word: w.word.clone(),
+                        start: w.start,
+                        end: w.end,
+                    })
+                    .collect()
+            };
             Json(Transcription::Verbose(VerboseTranscription {
                 task: "transcribe",
                 language: language_name(&t.language),
                 duration: t.duration_s,
                 text: t.text.trim().to_string(),
-                segments: asked.segments.then_some(segments),
-                words: asked.words.then_some(words),
+                segments: asked.segments.then(segments),
+                words: asked.words.then(words),
             }))
             .into_response()
         }

@@ -108,6 +108,7 @@ impl Pipeline {
             .await?;
         timings.record("fetch", t);
         let options = job.options;
+        let engine = options.engine();
         let mut usage = Usage::new();
         if self.noop {
             let language = options.language.clone().unwrap_or_else(|| "en".into());
@@ -130,7 +131,7 @@ impl Pipeline {
                 &fetched,
                 options.language.as_deref(),
                 options.model.as_deref(),
-                &options.engine(),
+                &engine,
             )
             .await;
         timings.cache_keys.extend(cache_key.iter().cloned());
@@ -160,7 +161,7 @@ impl Pipeline {
                         file_name: format!("audio.{}", ext.as_deref().unwrap_or("wav")),
                         language: options.language.clone(),
                         model: options.model.clone(),
-                        engine: options.engine(),
+                        engine,
                         decoded: Some(audio.clone()),
                     };
                     self.transcribe.run(&request).await

@@ -107,10 +107,9 @@ impl TranscribeStage {
             Fetched::File(path) => bytes::Bytes::copy_from_slice(&file_digest(path).await?),
         };
         let tenant = tenant.map(|t| t.into_bytes()).unwrap_or_default();
-        let engine = if engine.is_default() {
-            String::new()
-        } else {
-            serde_json::to_string(engine).ok()?
+        let engine = match engine.is_default() {
+            true => None,
+            false => Some(serde_json::to_string(engine).ok()?),
         };
         let providers = providers.join(",");
         let mut parts: Vec<&[u8]> = vec![
@@ -119,9 +118,7 @@ impl TranscribeStage {
             providers.as_bytes(),
             language.unwrap_or("").as_bytes(),
         ];
-        if !engine.is_empty() {
-            parts.push(engine.as_bytes());
-        }
+        parts.extend(engine.as_ref().map(String::as_bytes));
         Some(format!("transcript:{}", key_hash(&parts)))
     }
 
